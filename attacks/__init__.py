@@ -1,0 +1,1 @@
+"""Attacks on OFA variants: image attacks (torchattacks) and text attacks (TextAttack), by name."""

@@ -1,0 +1,1 @@
+"""Comparative robustness reports (HTML, PDF, Markdown) and stored robustness baselines."""

@@ -1,0 +1,4 @@
+"""CLI subcommands, one module each; each module exposes ``register(subparsers)``."""
+
+#: Subcommand modules in help order.
+MODULES: list[str] = []

@@ -1,0 +1,5 @@
+"""Data: the generated benchmark, real-data loaders (OFA TSVs, JSONL manifests) and OFA's image pipeline."""
+
+from robustbench_ofa.data.types import TASKS, Sample
+
+__all__ = ["TASKS", "Sample"]

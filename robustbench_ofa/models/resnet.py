@@ -1,0 +1,94 @@
+"""OFA's image backbone: ResNet stem + stages 1-3 of bottleneck blocks (stride 16, 1024 channels).
+
+OFA drops stage 4, so a 256 px image becomes a 16x16 grid of 1024-d patch features. Module names follow
+the checkpoints (``conv1``, ``bn1``, ``layer1.0.conv1`` ... ``downsample.0/1``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DropPath(nn.Module):
+    """Stochastic depth on the residual branch (per sample); identity at eval or rate 0."""
+
+    def __init__(self, rate: float = 0.0, batch_dim: int = 0):
+        super().__init__()
+        self.rate = rate
+        self.batch_dim = batch_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rate == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.rate
+        shape = [1] * x.ndim
+        shape[self.batch_dim] = x.shape[self.batch_dim]
+        mask = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return x / keep * mask
+
+
+class Bottleneck(nn.Module):
+    """ResNet v1.5 bottleneck (stride on the 3x3 conv), as in OFA and torchvision."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 drop_path_rate: float = 0.0):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.drop_path = DropPath(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(identity + self.drop_path(out))
+
+
+class ResNet(nn.Module):
+    """Stem + three bottleneck stages; output (B, 1024, H/16, W/16)."""
+
+    out_channels = 1024
+
+    def __init__(self, layers: list[int], drop_path_rate: float = 0.0):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, layers[0], 1, drop_path_rate)
+        self.layer2 = self._make_layer(128, layers[1], 2, drop_path_rate)
+        self.layer3 = self._make_layer(256, layers[2], 2, drop_path_rate)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int, drop_path_rate: float) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * Bottleneck.expansion),
+            )
+        rates = torch.linspace(0, drop_path_rate, blocks).tolist()
+        mods = [Bottleneck(self.inplanes, planes, stride, downsample)]  # OFA: no drop path on block 0
+        self.inplanes = planes * Bottleneck.expansion
+        mods += [Bottleneck(self.inplanes, planes, drop_path_rate=rates[i]) for i in range(1, blocks)]
+        return nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer3(self.layer2(self.layer1(x)))
