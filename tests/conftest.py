@@ -48,3 +48,55 @@ def batch():
     images = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
     dec = torch.tensor([[0, 5, 6, 9], [0, 7, 8, 3]])
     return ids, images, dec
+
+
+# --- a small OFA trained (in seconds) on a task that only the image can answer --------------------
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 70, 220), "yellow": (230, 220, 50)}
+
+
+def colour_samples(n: int, seed: int, size: int = 32):
+    """'what color is the shape?' over one coloured square: text alone cannot answer it."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    from robustbench_ofa.data.types import Sample
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        c = rng.choice(sorted(COLOURS))
+        img = Image.new("RGB", (size, size), (rng.randint(0, 60),) * 3)
+        x0, y0, s = rng.randint(0, size // 2 - 2), rng.randint(0, size // 2 - 2), rng.randint(10, size // 2 + 1)
+        ImageDraw.Draw(img).rectangle([x0, y0, x0 + s, y0 + s], fill=COLOURS[c])
+        out.append(Sample(uid=f"colour-{seed}-{i}", task="vqa", image=img, text="what color is the shape?",
+                          answers=[c] * 10, label=c))
+    return out
+
+
+@pytest.fixture(scope="session")
+def micro_tokenizer(tmp_path_factory):
+    from robustbench_ofa.data import synthetic as syn
+    from robustbench_ofa.models.instructions import instruction
+    from robustbench_ofa.models.tokenizer import train_bpe
+
+    texts = syn.corpus_texts() + [instruction(t, "x") for t in ("grounding", "ve", "vqa", "caption")]
+    return train_bpe(texts, tmp_path_factory.mktemp("micro-tok"), vocab_size=300, num_bins=50)
+
+
+@pytest.fixture(scope="session")
+def colour_model(micro_tokenizer):
+    """(model, task): a micro OFA at 100 % clean accuracy on the colour task after ~150 steps."""
+    from robustbench_ofa.tasks import get_task
+    from robustbench_ofa.training.config import TrainConfig
+    from robustbench_ofa.training.loop import train
+
+    cfg = OFAConfig(vocab_size=micro_tokenizer.vocab_size, d_model=32, encoder_layers=1, decoder_layers=1,
+                    encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                    resnet_layers=[1, 1, 1], resnet_base_planes=8, max_position_embeddings=64, dropout=0.0)
+    torch.manual_seed(0)
+    model = OFAModel(cfg)
+    task = get_task("vqa", micro_tokenizer, 32, answers=sorted(COLOURS))
+    train(model, {"vqa": task}, {"vqa": colour_samples(512, 0)},
+          TrainConfig(lr=5e-3, batch_size=32, max_steps=150, num_threads=2), progress=False)
+    return model.eval(), task

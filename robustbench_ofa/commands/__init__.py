@@ -1,4 +1,10 @@
 """CLI subcommands, one module each; each module exposes ``register(subparsers)``."""
 
 #: Subcommand modules in help order.
-MODULES: list[str] = []
+MODULES: list[str] = [
+    "robustbench_ofa.commands.train",
+    "robustbench_ofa.commands.zoo",
+    "robustbench_ofa.commands.evaluate",
+    "robustbench_ofa.commands.report",
+    "robustbench_ofa.commands.regress",
+]

@@ -3,6 +3,7 @@
 Field names and defaults follow the published checkpoints (see ``shared/ofa/configs.json``) so a user's
 ``config.json`` loads unchanged. Two fields are project additions and default to the published
 behaviour: ``resnet_layers`` (block counts of ResNet stages 1-3, to build a small backbone for the
+embedded model), ``resnet_base_planes`` (width of the ResNet stem; 64 in OFA, smaller for the CPU-trained
 embedded model) and ``max_image_size`` (the largest patch grid the 2-D position table can index).
 """
 
@@ -89,6 +90,7 @@ class OFAConfig(PretrainedConfig):
         code_image_size: int = 128,
         entangle_position_embedding: bool = False,
         resnet_layers: list[int] | None = None,
+        resnet_base_planes: int = 64,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -130,6 +132,7 @@ class OFAConfig(PretrainedConfig):
         self.code_image_size = code_image_size
         self.entangle_position_embedding = entangle_position_embedding
         self.resnet_layers = list(resnet_layers) if resnet_layers is not None else None
+        self.resnet_base_planes = resnet_base_planes
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
@@ -169,6 +172,10 @@ class OFAConfig(PretrainedConfig):
                 raise RobustOFAError(
                     f"config field '{side}_attention_heads': d_model={self.d_model} is not divisible by {heads}"
                 )
+        if not isinstance(self.resnet_base_planes, int) or self.resnet_base_planes < 1:
+            raise RobustOFAError(
+                f"config field 'resnet_base_planes': expected a positive int, got {self.resnet_base_planes!r}"
+            )
         if self.token_bucket_size < 4:
             raise RobustOFAError("config field 'token_bucket_size': expected >= 4")
         self.backbone_layers()

@@ -118,8 +118,9 @@ class OFAEncoder(_PositionTables):
         self.embed_tokens = embed_tokens
         self.dropout = nn.Dropout(config.dropout)
         self.type_embedding = nn.Embedding(2, d) if config.add_type_embedding else None
-        self.embed_images = ResNet(config.backbone_layers(), drop_path_rate=config.resnet_drop_path_rate)
-        self.image_proj = nn.Linear(ResNet.out_channels, d)
+        self.embed_images = ResNet(config.backbone_layers(), drop_path_rate=config.resnet_drop_path_rate,
+                                   base_planes=config.resnet_base_planes)
+        self.image_proj = nn.Linear(self.embed_images.out_channels, d)
         self.patch_layernorm_embedding = nn.LayerNorm(d) if config.patch_layernorm_embedding else None
         self.layernorm_embedding = nn.LayerNorm(d) if config.layernorm_embedding else None
         self._init_positions(config, config.encoder_layers, config.encoder_attention_heads)

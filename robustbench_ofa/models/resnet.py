@@ -55,20 +55,26 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Stem + three bottleneck stages; output (B, 1024, H/16, W/16)."""
+    """Stem + three bottleneck stages; output (B, 16 * base_planes, H/16, W/16) = (B, 1024, ...) for OFA.
 
+    ``base_planes`` (64 in every OFA release) scales all widths; narrower backbones exist only for the
+    small CPU-trained embedded model, where the full-width stem and stages dominate the compute.
+    """
+
+    #: Output channels of OFA's backbone (``base_planes`` = 64); instances carry their own ``out_channels``.
     out_channels = 1024
 
-    def __init__(self, layers: list[int], drop_path_rate: float = 0.0):
+    def __init__(self, layers: list[int], drop_path_rate: float = 0.0, base_planes: int = 64):
         super().__init__()
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.inplanes = base_planes
+        self.out_channels = 4 * base_planes * Bottleneck.expansion
+        self.conv1 = nn.Conv2d(3, base_planes, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(base_planes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(64, layers[0], 1, drop_path_rate)
-        self.layer2 = self._make_layer(128, layers[1], 2, drop_path_rate)
-        self.layer3 = self._make_layer(256, layers[2], 2, drop_path_rate)
+        self.layer1 = self._make_layer(base_planes, layers[0], 1, drop_path_rate)
+        self.layer2 = self._make_layer(2 * base_planes, layers[1], 2, drop_path_rate)
+        self.layer3 = self._make_layer(4 * base_planes, layers[2], 2, drop_path_rate)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -1,0 +1,96 @@
+"""What torchattacks sees: an OFA variant on one task as an ``(N, C)``-logit classifier of [0, 1] images.
+
+Closed-answer tasks (VE, VQA) expose their answer-set scores (sequence log-likelihoods of each
+candidate). Sequence tasks (grounding, captioning) expose two "classes" with logits ``[-NLL, 0]``, where
+NLL is the summed negative log-likelihood of the reference output (the clean target or the model's clean
+prediction). Cross-entropy on label 0 is then ``softplus(NLL)``, a strictly increasing function of the
+NLL, so maximising it is maximising the sequence loss, and sign- or norm-based steps (FGSM, PGD, PGD-L2)
+move exactly as they would on the NLL itself.
+
+Stock attacks such as APGD and Square attack sub-batches they choose themselves, so a view does not
+receive its samples in a fixed order. Each call is matched back to its samples by the nearest clean
+image (every adversarial image lies within the attack's budget of its own clean image, and distinct
+clean images are much further apart); an ambiguous match raises instead of guessing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.tasks.base import Task, TaskBatch
+
+
+class Counters:
+    """Per-sample counts of gradient evaluations (forward+backward) and score queries (forward only)."""
+
+    def __init__(self, n: int):
+        self.grad = torch.zeros(n, dtype=torch.long)
+        self.queries = torch.zeros(n, dtype=torch.long)
+
+    def add(self, idx: torch.Tensor, with_grad: bool) -> None:
+        target = self.grad if with_grad else self.queries
+        target.index_add_(0, idx.cpu(), torch.ones(len(idx), dtype=torch.long))
+
+
+class TaskView(nn.Module):
+    """An OFA variant + task + batch texts as an image classifier for torchattacks."""
+
+    def __init__(self, model, task: Task, batch: TaskBatch, seq_targets: torch.Tensor | None = None):
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.batch = batch
+        self.input_ids = batch.input_ids
+        self.clean = batch.images.detach()
+        self.targets = batch.targets if seq_targets is None else seq_targets
+        self.counters = Counters(len(batch))
+        self.index: torch.Tensor | None = None  # set by engines that know their rows; else matched
+        # torchattacks restores ``model.train()`` after an attack when the wrapper was in training mode
+        # (an nn.Module's default): mirror the model's mode so an eval model stays in eval.
+        self.train(model.training)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.task.answers) if self.task.closed_answers else 2
+
+    def labels(self) -> torch.Tensor:
+        """The label each row must keep: its answer index, or class 0 (the reference output)."""
+        if self.task.closed_answers:
+            return self.task.labels(self.batch.samples).to(self.clean.device)
+        return torch.zeros(len(self.batch), dtype=torch.long, device=self.clean.device)
+
+    def set_budget(self, norm: str | None, eps: float | None) -> None:
+        """The attack's threat model: every image it queries lies within ``eps`` of its clean image."""
+        self.budget = (norm, eps)
+
+    def match(self, images: torch.Tensor) -> torch.Tensor:
+        """Row of the batch each image belongs to: the only clean image within the attack's budget, or
+        (unbounded attacks, or several candidates) the nearest one when it is clearly the nearest."""
+        if self.index is not None:
+            return self.index
+        if len(self.clean) == 1:
+            return torch.zeros(len(images), dtype=torch.long, device=images.device)
+        norm, eps = getattr(self, "budget", (None, None))
+        p = 2.0 if norm == "l2" else float("inf")
+        dist = torch.cdist(images.detach().flatten(1).float(), self.clean.flatten(1).float(), p=p)
+        two = dist.topk(2, dim=1, largest=False)
+        best, second = two.values[:, 0], two.values[:, 1]
+        unique_in_ball = (best <= eps + 1e-4) & (second > eps + 1e-4) if eps is not None else torch.zeros_like(best, dtype=torch.bool)
+        clear = unique_in_ball | (best < 0.5 * second)
+        if not bool(clear.all()):
+            raise RobustOFAError("attack view: cannot tell two samples of a batch apart (duplicate images?)")
+        return two.indices[:, 0]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        idx = self.match(images)
+        self.counters.add(idx, torch.is_grad_enabled() and images.requires_grad)
+        ids = self.input_ids.index_select(0, idx)
+        if self.task.closed_answers:
+            return self.task.logits(self.model, ids, images)
+        enc = self.task.encode(self.model, ids, images)
+        from robustbench_ofa.models.generation import sequence_nll
+
+        nll = sequence_nll(self.model, enc, self.targets.index_select(0, idx))
+        return torch.stack([-nll, torch.zeros_like(nll)], dim=1)

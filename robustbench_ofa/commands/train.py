@@ -1,0 +1,386 @@
+"""``robust-ofa train pretrain|tune``: pretrain a small OFA from scratch, or tune any method from any base.
+
+``tune`` takes comma-separated lists for hyper-parameters (``--prompt-length 16,64 --reparam on,off``,
+``--lr 1e-2,3e-2``); more than one combination runs an ablation grid and writes ``ablation.csv/json``.
+Every run is resumable: rerunning the same command continues from the last checkpoint in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from robustbench_ofa.errors import RobustOFAError
+
+#: Method-specific grid flags: flag dest -> (method, hyper-parameter).
+GRID_FLAGS: dict[str, tuple[str, str]] = {
+    "prompt_length": ("prompt", "length"),
+    "prompt_depth": ("prompt", "depth"),
+    "reparam": ("prompt", "reparam"),
+    "adapter_dim": ("adapter", "dim"),
+    "lora_rank": ("lora", "rank"),
+    "lora_alpha": ("lora", "alpha"),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="pretrain a small OFA or tune a base with any method")
+    sub = train.add_subparsers(dest="train_command", required=True)
+
+    p = sub.add_parser("pretrain", help="pretrain an OFA from scratch, multi-task (how the embedded base is made)")
+    p.add_argument("--out", required=True, help="output folder (checkpoint, config, weights, tokenizer, card)")
+    p.add_argument("--task", default="grounding,ve,vqa", help="comma-separated tasks (default: grounding,ve,vqa)")
+    p.add_argument("--data", action="append", default=None, metavar="[TASK=]SPEC",
+                   help="training data (default synthetic:train); see robustbench_ofa.data.sources")
+    p.add_argument("--arch", default="embedded", help="embedded (the zoo's), or an OFA size: tiny, medium, base, ...")
+    p.add_argument("--d-model", type=int, default=None)
+    p.add_argument("--layers", type=int, default=None, help="encoder and decoder layers")
+    p.add_argument("--heads", type=int, default=None)
+    p.add_argument("--ffn-dim", type=int, default=None)
+    p.add_argument("--resnet-layers", default=None, help="blocks of ResNet stages 1-3, e.g. 1,1,1")
+    p.add_argument("--resnet-planes", type=int, default=None, help="ResNet base width (OFA: 64)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder; default: train a BPE on the data's texts")
+    p.add_argument("--bpe-vocab", type=int, default=600)
+    p.add_argument("--num-bins", type=int, default=None, help="location bins (default: the embedded recipe's)")
+    p.add_argument("--random-bin-init", action="store_true",
+                   help="OFA's independent random <bin_i> embeddings instead of the smooth initialisation")
+    _add_common(p, grid=False)
+    p.set_defaults(handler=_cmd_pretrain)
+
+    p = sub.add_parser("tune", help="tune a base checkpoint with a tuning method; comma lists run a grid")
+    p.add_argument("--base", required=True, help="zoo name (e.g. embedded-base) or checkpoint folder")
+    p.add_argument("--method", required=True, help="finetune, prompt, adapter, bitfit, bitfit-ofa, lora")
+    p.add_argument("--task", required=True, help="comma-separated tasks")
+    p.add_argument("--data", action="append", default=None, metavar="[TASK=]SPEC",
+                   help="training data (default synthetic:downstream_train)")
+    p.add_argument("--out", required=True, help="output folder (a variant, or runs/ + ablation table for a grid)")
+    p.add_argument("--prompt-length", default=None, help="prompt: prompt length(s), e.g. 10,16,32,64")
+    p.add_argument("--prompt-depth", default=None, help="prompt: encoder, decoder and/or both")
+    p.add_argument("--reparam", default=None, help="prompt: reparameterisation on/off (or on,off)")
+    p.add_argument("--adapter-dim", default=None, help="adapter: bottleneck size(s)")
+    p.add_argument("--lora-rank", default=None, help="lora: rank(s)")
+    p.add_argument("--lora-alpha", default=None, help="lora: alpha(s)")
+    p.add_argument("--hparam", action="append", default=[], metavar="KEY=V1[,V2...]",
+                   help="any hyper-parameter of the method (repeatable); lists run a grid")
+    _add_common(p, grid=True)
+    p.set_defaults(handler=_cmd_tune)
+
+
+def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
+    p.add_argument("--eval-data", default="synthetic:downstream_test", metavar="SPEC",
+                   help="clean evaluation data after training ('none' to skip)")
+    p.add_argument("--n", type=int, default=None, help="training samples per task (default: all; synthetic 1000)")
+    p.add_argument("--eval-n", type=int, default=256, help="evaluation samples per task")
+    p.add_argument("--image-size", type=int, default=None, help="input resolution (default: the base's, or 96)")
+    p.add_argument("--lr", default=None, help="peak learning rate" + (" (comma list: grid)" if grid else ""))
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the data (instead of --steps)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--mix", default="alternate", help="multi-task batching: alternate (one task per step) or sum")
+    p.add_argument("--warmup-ratio", type=float, default=0.06)
+    p.add_argument("--decay", default="linear", help="linear, cosine or constant")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (bf16 autocast on CUDA)")
+    p.add_argument("--no-bf16", action="store_true", help="keep fp32 on CUDA")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--beam", type=int, default=1, help="beam size for grounding/caption evaluation")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--home", default=None, help="cache directory for zoo names")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def _tasks_arg(text: str) -> list[str]:
+    from robustbench_ofa.models.instructions import canonical_task
+
+    tasks = [canonical_task(t) for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise RobustOFAError("--task: name at least one task")
+    if len(set(tasks)) != len(tasks):
+        raise RobustOFAError(f"--task: duplicate task in '{text}'")
+    return tasks
+
+
+def _train_config(args: argparse.Namespace, lr: float, default_steps: int) -> Any:
+    from robustbench_ofa.training.config import TrainConfig
+
+    steps = args.steps if args.steps is not None or args.epochs is not None else default_steps
+    return TrainConfig(lr=lr, max_steps=steps, epochs=args.epochs, batch_size=args.batch_size,
+                       warmup_ratio=args.warmup_ratio, decay=args.decay, mix=args.mix, weight_decay=args.weight_decay,
+                       label_smoothing=args.label_smoothing, clip_norm=args.clip, seed=args.seed,
+                       device=args.device, bf16=False if args.no_bf16 else None, num_threads=args.threads,
+                       log_every=args.log_every, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
+
+
+def _load_data(specs: list[str] | None, default: str, tasks: list[str], n: int | None, image_size: int,
+               default_n: int) -> dict[str, list]:
+    from robustbench_ofa.data.sources import parse_task_sources
+    from robustbench_ofa.data.synthetic import SceneConfig
+
+    if n is not None and n < 1:
+        raise RobustOFAError(f"--n: expected a positive sample count, got {n}")
+    sources = parse_task_sources(specs or [default], tasks)
+    scene = SceneConfig(image_size=image_size)
+    data = {}
+    for task, source in sources.items():
+        limit = n if n is not None else (default_n if source.kind == "synthetic" and source.n is None else None)
+        samples = source.load(task, limit, scene=scene)
+        if not samples:
+            raise RobustOFAError(f"data source '{source}' gave no {task} samples")
+        data[task] = samples
+    return data
+
+
+def _eval_data(args: argparse.Namespace, tasks: list[str], image_size: int) -> dict[str, list] | None:
+    if str(args.eval_data).lower() == "none":
+        return None
+    return _load_data([args.eval_data], args.eval_data, tasks, args.eval_n, image_size, args.eval_n)
+
+
+def _make_tasks(tokenizer, tasks: list[str], image_size: int, beam: int) -> dict[str, Any]:
+    from robustbench_ofa.tasks import get_task
+
+    if beam < 1:
+        raise RobustOFAError(f"--beam: expected >= 1, got {beam}")
+    return {t: get_task(t, tokenizer, image_size, beam=beam) for t in tasks}
+
+
+def _single_float(text: str | None, default: float, flag: str) -> float:
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise RobustOFAError(f"{flag}: expected a number, got '{text}'") from None
+
+
+def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
+    from robustbench_ofa.training.loop import MAIN_METRIC
+
+    for task, m in metrics.items():
+        key = MAIN_METRIC.get(task)
+        print(f"  {task}: {key} {100 * m[key]:.1f}% (n={m['n']})" if key in m else f"  {task}: {m}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# pretrain
+
+
+def _arch_config(args: argparse.Namespace, vocab_size: int) -> Any:
+    from robustbench_ofa.models import OFAConfig
+    from robustbench_ofa.models.config import SIZE_PRESETS
+    from robustbench_ofa.zoo.recipe import EMBEDDED
+
+    if args.arch == "embedded":
+        fields = dict(EMBEDDED.model)
+    elif args.arch in SIZE_PRESETS:
+        fields = dict(SIZE_PRESETS[args.arch])
+    else:
+        raise RobustOFAError(f"--arch: expected embedded or one of {', '.join(SIZE_PRESETS)}, got '{args.arch}'")
+    if args.d_model is not None:
+        fields["d_model"] = args.d_model
+    if args.layers is not None:
+        fields["encoder_layers"] = fields["decoder_layers"] = args.layers
+    if args.heads is not None:
+        fields["encoder_attention_heads"] = fields["decoder_attention_heads"] = args.heads
+    if args.ffn_dim is not None:
+        fields["encoder_ffn_dim"] = fields["decoder_ffn_dim"] = args.ffn_dim
+    if args.resnet_planes is not None:
+        fields["resnet_base_planes"] = args.resnet_planes
+    if args.resnet_layers is not None:
+        try:
+            fields["resnet_layers"] = [int(v) for v in args.resnet_layers.split(",")]
+        except ValueError:
+            raise RobustOFAError(f"--resnet-layers: expected three integers like 1,1,1, got '{args.resnet_layers}'") from None
+    config = OFAConfig(**{**fields, "vocab_size": vocab_size})
+    config.validate()
+    return config
+
+
+def _pretrain_tokenizer(args: argparse.Namespace, out: Path, data: dict[str, list]):
+    from robustbench_ofa.data.synthetic import corpus_texts
+    from robustbench_ofa.models.instructions import TASKS, instruction
+    from robustbench_ofa.models.tokenizer import OFATokenizer, train_bpe
+    from robustbench_ofa.zoo.recipe import EMBEDDED
+
+    if args.tokenizer:
+        return OFATokenizer.from_pretrained(args.tokenizer, num_bins=args.num_bins)
+    texts = corpus_texts() + [instruction(t, "x") for t in TASKS]
+    for samples in data.values():
+        for s in samples:
+            texts += [s.text, *(s.captions or []), *(s.answers or [])] + ([s.premise] if s.premise else [])
+    bins = args.num_bins or EMBEDDED.num_bins
+    return train_bpe([t for t in texts if t], out / "tokenizer", vocab_size=args.bpe_vocab, num_bins=bins)
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import torch
+
+    from robustbench_ofa.models import OFAModel
+    from robustbench_ofa.training.init import init_bin_embeddings
+    from robustbench_ofa.training.loop import evaluate_tasks, remove_checkpoint, train
+    from robustbench_ofa.zoo.cards import CARD_FILE, ModelCard, package_versions
+    from robustbench_ofa.zoo.recipe import EMBEDDED
+
+    out = Path(args.out)
+    if (out / CARD_FILE).is_file() and not args.no_resume:
+        print(f"{out}: already trained (delete it or pass --no-resume to train again)")
+        _print_metrics(ModelCard.read(out).clean)
+        return 0
+    tasks = _tasks_arg(args.task)
+    image_size = args.image_size or EMBEDDED.image_size
+    lr = _single_float(args.lr, EMBEDDED.pretrain.lr, "--lr")
+    config = _train_config(args, lr, EMBEDDED.pretrain.max_steps or 1000)
+    data = _load_data(args.data, "synthetic:train", tasks, args.n, image_size, EMBEDDED.pretrain_n)
+    eval_data = _eval_data(args, tasks, image_size)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _pretrain_tokenizer(args, out, data)
+    model_config = _arch_config(args, tokenizer.vocab_size)
+    torch.manual_seed(args.seed)
+    model = OFAModel(model_config)
+    if not args.random_bin_init:
+        init_bin_embeddings(model, tokenizer, seed=args.seed)
+    t0 = time.perf_counter()
+    result = train(model, _make_tasks(tokenizer, tasks, image_size, args.beam), data, config, out_dir=out,
+                   progress=not args.quiet, desc="pretrain", resume=not args.no_resume)
+    clean = (evaluate_tasks(model, _make_tasks(tokenizer, tasks, image_size, args.beam), eval_data,
+                            config.eval_batch_size) if eval_data else {})
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    n_params = sum(p.numel() for p in model.parameters())
+    from robustbench_ofa.models.loading import file_sha256
+
+    card = ModelCard(name=out.name, method="pretrain", tasks=tasks, hparams=model_config.to_dict(),
+                     train=config.to_dict(), data={"train": args.data or ["synthetic:train"], "eval": args.eval_data},
+                     clean=clean, trainable_params=n_params, total_params=n_params,
+                     sha256={"model": file_sha256(out / "model.safetensors")}, versions=package_versions(),
+                     seed=args.seed, image_size=image_size, build_seconds=round(time.perf_counter() - t0, 1),
+                     source="trained", status="built")
+    card.write(out)
+    remove_checkpoint(out)
+    print(f"pretrained {out} in {result.steps} steps ({result.seconds:.0f} s)")
+    _print_metrics(clean)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# tune
+
+
+def _grid_specs(args: argparse.Namespace) -> dict[str, str]:
+    specs: dict[str, str] = {}
+    for dest, (method, key) in GRID_FLAGS.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if args.method != method:
+            flag = "--" + dest.replace("_", "-")
+            raise RobustOFAError(f"{flag} applies to --method {method}, not '{args.method}'")
+        specs[key] = value
+    for item in args.hparam:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RobustOFAError(f"--hparam '{item}': expected KEY=VALUE[,VALUE...]")
+        if key.strip() in specs:
+            raise RobustOFAError(f"--hparam '{item}': hyper-parameter '{key.strip()}' given twice")
+        specs[key.strip()] = value
+    if args.lr is not None:
+        specs["lr"] = args.lr
+    return specs
+
+
+def _resolve_base(args: argparse.Namespace) -> tuple[Path, Any]:
+    """The base checkpoint folder and its ZooModel (a variant cannot be a base)."""
+    from robustbench_ofa.zoo import get
+
+    entry = get(args.base, home=args.home, progress=not args.quiet)
+    if getattr(entry.model, "variant_card", None) is not None:
+        raise RobustOFAError(f"--base {args.base}: is a tuned variant; tune from a full checkpoint")
+    path = Path(entry.card.path or args.base)
+    return path, entry
+
+
+_DEFAULT_LR = {"finetune": 5e-4, "prompt": 1e-2, "adapter": 3e-3, "bitfit": 5e-3, "bitfit-ofa": 5e-3, "lora": 3e-3}
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from robustbench_ofa.models.loading import load_pretrained
+    from robustbench_ofa.training.ablation import expand_grid, parse_grid, run_grid
+    from robustbench_ofa.tuning import METHODS
+
+    METHODS.get(args.method)  # unknown method: one-line error before any work
+    tasks = _tasks_arg(args.task)
+    grid = parse_grid(args.method, _grid_specs(args))
+    points = expand_grid(grid)
+    base_dir, entry = _resolve_base(args)
+    image_size = args.image_size or entry.image_size
+    tokenizer = entry.tokenizer
+    config = _train_config(args, _DEFAULT_LR.get(args.method, 1e-3), 300)
+    data = _load_data(args.data, "synthetic:downstream_train", tasks, args.n, image_size, 1000)
+    eval_data = _eval_data(args, tasks, image_size)
+    task_objs = _make_tasks(tokenizer, tasks, image_size, args.beam)
+
+    def run_one(run_dir: Path, hparams: dict[str, Any], cfg) -> dict[str, Any]:
+        model = load_pretrained(base_dir, cfg.device)
+        return _tune_one(model, base_dir, args, hparams, cfg, task_objs, data, eval_data, run_dir, image_size)
+
+    out = Path(args.out)
+    if len(points) == 1:
+        point = points[0]
+        hparams = {k: v for k, v in point.items() if k != "lr"}
+        cfg = config.replace(lr=point["lr"]) if "lr" in point else config
+        result = run_one(out, hparams, cfg)
+        print(f"tuned {args.method} variant -> {out} ({result['trainable_params']:,} trainable parameters)")
+        _print_metrics(result["metrics"])
+        return 0
+    rows = run_grid(args.method, {}, grid, config, out, run_one, progress=not args.quiet)
+    print(f"ablation: {len(rows)} runs -> {out / 'ablation.csv'} and {out / 'ablation.json'}")
+    return 0
+
+
+def _tune_one(model, base_dir: Path, args, hparams, cfg, tasks, data, eval_data, out: Path,
+              image_size: int) -> dict[str, Any]:
+    import torch
+
+    from robustbench_ofa.models.loading import file_sha256, weight_file
+    from robustbench_ofa.training.loop import evaluate_tasks, remove_checkpoint, train
+    from robustbench_ofa.tuning import count_trainable, get_method
+    from robustbench_ofa.tuning.variant import CARD_FILE as VARIANT_FILE
+    from robustbench_ofa.tuning.variant import TENSOR_FILE, save_variant
+    from robustbench_ofa.zoo.cards import CARD_FILE, ModelCard, package_versions
+
+    if (out / CARD_FILE).is_file() and (out / VARIANT_FILE).is_file() and not args.no_resume:
+        card = ModelCard.read(out)
+        return {"trainable_params": card.trainable_params, "metrics": card.clean, "train_seconds": card.build_seconds}
+    torch.manual_seed(cfg.seed)
+    method = get_method(args.method, **hparams)
+    method.apply(model)
+    t0 = time.perf_counter()
+    train(model, tasks, data, cfg, out_dir=out, progress=not args.quiet, desc=f"tune {args.method}",
+          resume=not args.no_resume)
+    seconds = round(time.perf_counter() - t0, 1)
+    metrics = evaluate_tasks(model, tasks, eval_data, cfg.eval_batch_size) if eval_data else {}
+    save_variant(model, out, name=out.name, task=",".join(tasks), base_dir=base_dir)
+    card = ModelCard(name=out.name, method=args.method, tasks=list(tasks), base=str(args.base),
+                     hparams=method.config.to_dict(), train=cfg.to_dict(),
+                     data={"train": args.data or ["synthetic:downstream_train"], "eval": args.eval_data},
+                     clean=metrics, trainable_params=count_trainable(model),
+                     total_params=sum(p.numel() for p in model.parameters()),
+                     sha256={"base": file_sha256(weight_file(base_dir)),
+                             "variant": file_sha256(out / TENSOR_FILE)},
+                     versions=package_versions(), seed=cfg.seed, image_size=image_size, build_seconds=seconds,
+                     source="trained", status="built")
+    card.write(out)
+    remove_checkpoint(out)
+    return {"trainable_params": card.trainable_params, "metrics": metrics, "train_seconds": seconds}

@@ -1,0 +1,154 @@
+"""Aggregates from the per-sample store: accuracies with Wilson intervals, attack success, paired tests,
+validity flags and the transfer matrix. Everything here is recomputed from rows, never stored by hand.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pandas as pd
+
+from robustbench_ofa.stats import paired_mcnemar, wilson_interval
+
+#: Thresholds of the validity flags (documented in the report).
+VANISHING_GRAD = 1e-10
+LARGE_EPS_MAX_ACC = 0.1
+NONDETERMINISM_TOL = 1e-5
+
+
+def _acc(k: int, n: int) -> dict:
+    lo, hi = wilson_interval(k, n) if n else (0.0, 1.0)
+    return {"k": int(k), "n": int(n), "acc": (k / n) if n else math.nan, "ci_low": lo, "ci_high": hi}
+
+
+def clean_table(clean: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (variant, task), g in clean.groupby(["variant", "task"], sort=False):
+        rows.append({"variant": variant, "task": task, **_acc(int(g.correct.sum()), len(g))})
+    return pd.DataFrame(rows)
+
+
+def robust_flags(res: pd.DataFrame) -> pd.Series:
+    """Per sample (variant, task, norm, eps_label, uid): robust = clean-correct and no attack fooled it."""
+    return res.groupby(["variant", "task", "norm", "eps_label", "uid"], sort=False).adv_correct.min().astype(bool)
+
+
+def attack_table(res: pd.DataFrame) -> pd.DataFrame:
+    """One row per (variant, task, norm, eps, attack), cumulative over the attacks run before it."""
+    rows = []
+    keys = ["variant", "task", "norm", "eps_label"]
+    for key, g in res.groupby(keys, sort=False):
+        order = list(dict.fromkeys(g.attack))
+        eps = float(g.eps.iloc[0])
+        robust_so_far = None
+        for attack in order:
+            a = g[g.attack == attack].set_index("uid")
+            robust_so_far = a.adv_correct.astype(bool) if robust_so_far is None else \
+                robust_so_far & a.adv_correct.astype(bool)
+            n = len(a)
+            clean_k = int(a.clean_correct.sum())
+            robust_k = int(robust_so_far.sum())
+            fooled = a[(a.clean_correct == 1) & (a.adv_correct == 0)]
+            attacked = a[a.status == "attacked"]
+            rows.append({
+                **dict(zip(keys, key)), "eps": eps, "attack": attack,
+                "clean_acc": clean_k / n if n else math.nan,
+                **{f"robust_{k}": v for k, v in _acc(robust_k, n).items()},
+                "success_rate": (clean_k - robust_k) / clean_k if clean_k else math.nan,
+                "attacked": len(attacked),
+                "mean_linf": float(fooled.linf.mean()) if len(fooled) else math.nan,
+                "mean_l2": float(fooled.l2.mean()) if len(fooled) else math.nan,
+                "grad_evals": int(a.grad_evals.sum()), "queries": int(a.queries.sum()),
+                "seconds": float(a.seconds.sum()),
+            })
+    return pd.DataFrame(rows)
+
+
+def worst_case_table(res: pd.DataFrame) -> pd.DataFrame:
+    """Robust accuracy per (variant, task, norm, eps): every attack must fail (AutoAttack's rule)."""
+    flags = robust_flags(res).reset_index()
+    rows = []
+    for key, g in flags.groupby(["variant", "task", "norm", "eps_label"], sort=False):
+        eps = float(res[(res.norm == key[2]) & (res.eps_label == key[3])].eps.iloc[0])
+        rows.append({**dict(zip(["variant", "task", "norm", "eps_label"], key)), "eps": eps,
+                     **{f"robust_{k}": v for k, v in _acc(int(g.adv_correct.sum()), len(g)).items()}})
+    return pd.DataFrame(rows)
+
+
+def paired_tests(res: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
+    """McNemar's exact test between every pair of variants on the same samples (clean and per eps)."""
+    rows = []
+    flags = robust_flags(res).sort_index()
+    variants = list(dict.fromkeys(clean.variant))
+    for task in dict.fromkeys(clean.task):
+        for a, b in itertools.combinations(variants, 2):
+            ca = clean[(clean.variant == a) & (clean.task == task)].set_index("uid").correct.astype(bool)
+            cb = clean[(clean.variant == b) & (clean.task == task)].set_index("uid").correct.astype(bool)
+            common = ca.index.intersection(cb.index)
+            if len(common):
+                rows.append(_pair(a, b, task, "clean", "", math.nan, ca[common], cb[common]))
+            for (norm, label), g in res[res.task == task].groupby(["norm", "eps_label"], sort=False):
+                try:
+                    fa = flags.loc[(a, task, norm, label)]
+                    fb = flags.loc[(b, task, norm, label)]
+                except KeyError:
+                    continue
+                common = fa.index.intersection(fb.index)
+                rows.append(_pair(a, b, task, norm, label, float(g.eps.iloc[0]), fa[common], fb[common]))
+    return pd.DataFrame(rows)
+
+
+def _pair(a, b, task, norm, label, eps, xa, xb) -> dict:
+    r = paired_mcnemar(list(xa.values), list(xb.values))
+    n = len(xa)
+    return {"task": task, "norm": norm, "eps_label": label, "eps": eps, "variant_a": a, "variant_b": b, "n": n,
+            "acc_a": float(xa.mean()) if n else math.nan, "acc_b": float(xb.mean()) if n else math.nan,
+            "diff": float(xa.mean() - xb.mean()) if n else math.nan,
+            "only_a": r.b, "only_b": r.c, "p_value": r.p_value}
+
+
+def validity_flags(res: pd.DataFrame, clean: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
+    """Warnings that a number may not mean what it seems (gradient masking and friends)."""
+    flags = []
+    worst = worst_case_table(res) if len(res) else pd.DataFrame()
+    ctab = clean_table(clean).set_index(["variant", "task"]) if len(clean) else None
+
+    def add(variant, task, norm, label, name, detail):
+        flags.append({"variant": variant, "task": task, "norm": norm, "eps_label": label, "flag": name,
+                      "detail": detail})
+
+    for key, g in res[res.status == "attacked"].groupby(["variant", "task", "attack"], sort=False):
+        grads = g.first_grad.dropna()
+        if len(grads) and (grads < VANISHING_GRAD).mean() > 0.5:
+            add(key[0], key[1], "", "", "vanishing-gradients",
+                f"{key[2]}: input gradient ~0 on {(grads < VANISHING_GRAD).mean():.0%} of attacked samples")
+    sq = res[(res.attack == "square") & (res.status == "attacked") & (res.adv_correct == 0)]
+    for key, g in sq.groupby(["variant", "task", "norm", "eps_label"], sort=False):
+        add(*key, "black-box-beats-white-box",
+            f"Square fooled {len(g)} sample(s) every white-box attack missed")
+    for key, g in worst.groupby(["variant", "task", "norm"], sort=False):
+        accs = list(g.sort_values("eps").robust_acc)
+        if any(b > a + 1e-12 for a, b in zip(accs, accs[1:])):
+            add(*key, "", "non-monotone-in-eps", "robust accuracy rises with a larger eps")
+        if ctab is not None:
+            c = ctab.loc[(key[0], key[1])].acc
+            if any(x > c + 1e-12 for x in accs):
+                add(*key, "", "robust-above-clean", f"robust accuracy exceeds clean accuracy {c:.3f}")
+    for _, r in checks.iterrows():
+        if r["name"] == "large_eps_robust_acc" and r["value"] > LARGE_EPS_MAX_ACC:
+            add(r.variant, r.task, "linf", "", "large-eps-not-broken",
+                f"accuracy {r['value']:.0%} at a very large eps ({r.detail})")
+        if r["name"] == "nondeterminism" and r["value"] > NONDETERMINISM_TOL:
+            add(r.variant, r.task, "", "", "non-deterministic-forward", f"two forward passes differ by {r['value']:.2e}")
+    return pd.DataFrame(flags, columns=["variant", "task", "norm", "eps_label", "flag", "detail"])
+
+
+def transfer_matrix(transfer: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy of each target on adversarial images crafted on each source (target's clean-correct samples)."""
+    rows = []
+    for key, g in transfer.groupby(["task", "attack", "eps_label", "source", "target"], sort=False):
+        ok = g[g.target_clean_correct == 1]
+        rows.append({**dict(zip(["task", "attack", "eps_label", "source", "target"], key)),
+                     **_acc(int(ok.adv_correct.sum()), len(ok))})
+    return pd.DataFrame(rows)

@@ -1,0 +1,94 @@
+"""Settings of an evaluation run (everything that defines its numbers, stored with the results)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from attacks import ATTACKS, AttackParams
+from robustbench_ofa.errors import RobustOFAError
+
+
+def parse_eps_list(text: str, what: str = "--eps") -> list[tuple[str, float]]:
+    """'2/255,4/255,8/255' -> [('2/255', 0.00784...), ...]; every value must lie in [0, 1]."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(Fraction(part))
+        except (ValueError, ZeroDivisionError):
+            raise RobustOFAError(f"{what}: {part!r} is not a number or fraction such as 4/255") from None
+        if not 0.0 <= value <= 1.0:
+            raise RobustOFAError(f"{what}: {part} = {value:.4g} is outside [0, 1] (pixel values lie in [0, 1])")
+        out.append((part, value))
+    if not out:
+        raise RobustOFAError(f"{what}: expected at least one value")
+    return sorted(out, key=lambda x: x[1])
+
+
+def parse_l2_list(text: str) -> list[tuple[str, float]]:
+    """L2 radii (no upper bound of 1: an L2 ball over a whole image can exceed it)."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(Fraction(part))
+        except (ValueError, ZeroDivisionError):
+            raise RobustOFAError(f"--eps-l2: {part!r} is not a number") from None
+        if value < 0:
+            raise RobustOFAError(f"--eps-l2: {part} is negative")
+        out.append((part, value))
+    return sorted(out, key=lambda x: x[1])
+
+
+@dataclass
+class EvalConfig:
+    attacks: list[str]
+    tasks: list[str] = field(default_factory=lambda: ["grounding", "ve", "vqa", "caption"])
+    eps: list[tuple[str, float]] = field(default_factory=lambda: parse_eps_list("1/255,2/255,4/255"))
+    eps_l2: list[tuple[str, float]] = field(default_factory=lambda: parse_l2_list("0.5,1.0"))
+    params: AttackParams = field(default_factory=AttackParams)
+    n_samples: int = 48
+    batch_size: int = 16
+    seed: int = 0
+    device: str = "cpu"
+    #: attack only samples every earlier attack (and every smaller eps) failed on
+    cascade: bool = True
+    transfer: bool = True
+    transfer_samples: int = 24
+    #: L-inf eps of the gradient-masking sanity check (accuracy should be driven near 0)
+    sanity_eps: float = 0.5
+    sanity_samples: int = 8
+    #: captions: an attack succeeds when CIDEr-D falls below (1 - drop) x the clean CIDEr-D
+    caption_drop: float = 0.5
+    #: grounding/caption beam at evaluation (attacks judge success with the same decoding)
+    beam: int = 3
+    n_examples: int = 3
+
+    def validate(self) -> None:
+        if not self.attacks:
+            raise RobustOFAError("--attack: expected at least one attack name")
+        for name in self.attacks:
+            ATTACKS.get(name)
+        if len(set(self.attacks)) != len(self.attacks):
+            raise RobustOFAError("--attack: an attack is listed twice")
+        for name, value in (("--n-samples", self.n_samples), ("--batch-size", self.batch_size),
+                            ("--steps", self.params.steps)):
+            if value < 1:
+                raise RobustOFAError(f"{name}: expected a positive integer, got {value}")
+        if any(ATTACKS.get(a).norm == "l2" for a in self.attacks) and not self.eps_l2:
+            raise RobustOFAError("--eps-l2: an L2 attack was requested but no L2 radius given")
+
+    def ladder(self, norm: str) -> list[tuple[str, float]]:
+        return self.eps if norm == "linf" else self.eps_l2
+
+    def settings(self) -> dict:
+        """What makes two runs comparable (stored in, and checked against, the results store)."""
+        d = dataclasses.asdict(self)
+        d["eps"] = [e[0] for e in self.eps]
+        d["eps_l2"] = [e[0] for e in self.eps_l2]
+        d.pop("device")
+        return d

@@ -1,0 +1,87 @@
+"""Writing a finished run's aggregates (JSON + CSV) and the terminal summary.
+
+Aggregates are written only once every unit of work is in the store, each file through a temporary
+name and a rename; at the start of a run any aggregates left from an unfinished one are removed, so a
+directory never shows partial numbers as if they were complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from robustbench_ofa.evaluation import aggregate as agg
+from robustbench_ofa.evaluation.store import ResultsStore
+
+AGGREGATE_FILES = ("summary.json", "clean.csv", "attacks.csv", "worst_case.csv", "paired.csv", "flags.csv",
+                   "transfer.csv", "samples.csv")
+
+
+def clear_aggregates(out: Path) -> None:
+    for name in AGGREGATE_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return json.loads(df.to_json(orient="records")) if len(df) else []
+
+
+def compute(store: ResultsStore) -> dict[str, pd.DataFrame]:
+    res, clean = store.frame("results"), store.frame("clean")
+    checks, transfer = store.frame("checks"), store.frame("transfer")
+    return {
+        "clean": agg.clean_table(clean) if len(clean) else pd.DataFrame(),
+        "attacks": agg.attack_table(res) if len(res) else pd.DataFrame(),
+        "worst_case": agg.worst_case_table(res) if len(res) else pd.DataFrame(),
+        "paired": agg.paired_tests(res, clean) if len(clean) else pd.DataFrame(),
+        "flags": agg.validity_flags(res, clean, checks),
+        "transfer": agg.transfer_matrix(transfer) if len(transfer) else pd.DataFrame(),
+        "samples": res,
+    }
+
+
+def write_aggregates(store: ResultsStore, out: Path, run_info: dict) -> dict[str, pd.DataFrame]:
+    tables = compute(store)
+    for name, df in tables.items():
+        _write(out / f"{name}.csv", df.to_csv(index=False))
+    summary = {"complete": True, "settings": store.settings(), "run": run_info,
+               **{k: _records(v) for k, v in tables.items() if k != "samples"}}
+    _write(out / "summary.json", json.dumps(summary, indent=2, allow_nan=True, default=str))
+    return tables
+
+
+def _pct(x: float) -> str:
+    return "  n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.1f}"
+
+
+def format_summary(tables: dict[str, pd.DataFrame]) -> str:
+    """Clean and worst-case robust accuracy per variant, task and eps, with 95% Wilson intervals."""
+    lines = []
+    clean, worst = tables["clean"], tables["worst_case"]
+    if not len(clean):
+        return "no results"
+    cidx = clean.set_index(["variant", "task"])
+    head = f"{'task':10} {'variant':14} {'clean % [95% CI]':22} {'threat':14} {'robust % [95% CI]':22}"
+    lines += [head, "-" * len(head)]
+    for _, w in worst.iterrows() if len(worst) else []:
+        c = cidx.loc[(w.variant, w.task)]
+        lines.append(f"{w.task:10} {w.variant:14} {_pct(c.acc)} [{_pct(c.ci_low)},{_pct(c.ci_high)}]   "
+                     f"{w.norm + ' ' + w.eps_label:14} {_pct(w.robust_acc)} [{_pct(w.robust_ci_low)},"
+                     f"{_pct(w.robust_ci_high)}]")
+    flags = tables["flags"]
+    if len(flags):
+        lines.append("")
+        lines.append(f"VALIDITY FLAGS ({len(flags)}):")
+        for _, f in flags.iterrows():
+            where = " ".join(x for x in (f.variant, f.task, f.norm, f.eps_label) if x)
+            lines.append(f"  ! {where}: {f.flag}: {f.detail}")
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""The results store: one SQLite database per output directory, a row per (sample, variant, attack, eps).
+
+Rows are written one batch per transaction, so a killed run leaves only whole batches behind and a
+rerun of the same command continues with the first missing batch. The run's defining settings are
+stored too; reopening a directory with different settings is refused rather than mixing two runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from robustbench_ofa.errors import RobustOFAError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clean (
+    variant TEXT, task TEXT, uid TEXT, pred TEXT, score REAL, correct INTEGER, seconds REAL,
+    PRIMARY KEY (variant, task, uid));
+CREATE TABLE IF NOT EXISTS results (
+    variant TEXT, task TEXT, attack TEXT, norm TEXT, eps_label TEXT, eps REAL, uid TEXT, status TEXT,
+    clean_pred TEXT, adv_pred TEXT, clean_correct INTEGER, adv_correct INTEGER,
+    clean_score REAL, adv_score REAL, linf REAL, l2 REAL, grad_evals INTEGER, queries INTEGER,
+    seconds REAL, first_grad REAL,
+    PRIMARY KEY (variant, task, attack, norm, eps_label, uid));
+CREATE TABLE IF NOT EXISTS transfer (
+    source TEXT, target TEXT, task TEXT, attack TEXT, eps_label TEXT, uid TEXT,
+    target_clean_correct INTEGER, adv_correct INTEGER,
+    PRIMARY KEY (source, target, task, attack, eps_label, uid));
+CREATE TABLE IF NOT EXISTS checks (
+    variant TEXT, task TEXT, name TEXT, value REAL, detail TEXT, PRIMARY KEY (variant, task, name));
+CREATE TABLE IF NOT EXISTS examples (
+    variant TEXT, task TEXT, attack TEXT, eps_label TEXT, uid TEXT, kind TEXT, png BLOB, text TEXT,
+    PRIMARY KEY (variant, task, attack, eps_label, uid, kind));
+CREATE TABLE IF NOT EXISTS samples (
+    task TEXT, uid TEXT, text TEXT, reference TEXT, width INTEGER, height INTEGER,
+    PRIMARY KEY (task, uid));
+"""
+
+RESULT_COLUMNS = ("variant", "task", "attack", "norm", "eps_label", "eps", "uid", "status", "clean_pred",
+                  "adv_pred", "clean_correct", "adv_correct", "clean_score", "adv_score", "linf", "l2",
+                  "grad_evals", "queries", "seconds", "first_grad")
+
+
+class ResultsStore:
+    """SQLite-backed per-sample results of one evaluation run."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.path))
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise RobustOFAError(f"{self.path}: not a robust-ofa results database ({exc})") from None
+
+    # -- run identity ------------------------------------------------------------------------------
+    def bind(self, settings: dict[str, Any]) -> None:
+        """Record the run's settings, or check they equal the stored ones (resume)."""
+        text = json.dumps(settings, sort_keys=True)
+        row = self.db.execute("SELECT value FROM meta WHERE key='settings'").fetchone()
+        if row is None:
+            with self.db:
+                self.db.execute("INSERT INTO meta VALUES ('settings', ?)", (text,))
+            return
+        stored = json.loads(row[0])
+        if stored != json.loads(text):
+            diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+            raise RobustOFAError(
+                f"{self.path}: holds a different run (setting '{diff[0]}' differs: stored "
+                f"{stored.get(diff[0])!r}, now {settings.get(diff[0])!r}); use another --out or delete it"
+            )
+
+    def settings(self) -> dict:
+        row = self.db.execute("SELECT value FROM meta WHERE key='settings'").fetchone()
+        return json.loads(row[0]) if row else {}
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # -- writes (one transaction per batch) ---------------------------------------------------------
+    def add_clean(self, rows: Iterable[Sequence]) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO clean VALUES (?,?,?,?,?,?,?)", list(rows))
+
+    def add_results(self, rows: Iterable[dict], examples: Iterable[Sequence] = ()) -> None:
+        cols = ",".join(RESULT_COLUMNS)
+        marks = ",".join("?" * len(RESULT_COLUMNS))
+        with self.db:
+            self.db.executemany(f"INSERT OR REPLACE INTO results ({cols}) VALUES ({marks})",
+                                [tuple(r[c] for c in RESULT_COLUMNS) for r in rows])
+            self.db.executemany("INSERT OR REPLACE INTO examples VALUES (?,?,?,?,?,?,?,?)", list(examples))
+
+    def add_transfer(self, rows: Iterable[Sequence]) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO transfer VALUES (?,?,?,?,?,?,?,?)", list(rows))
+
+    def add_samples(self, rows: Iterable[Sequence]) -> None:
+        """Sample inputs shown in reports: (task, uid, text, reference, width, height).
+
+        ``text`` is the question/expression/hypothesis, ``reference`` the expected answer as text (a
+        grounding box as JSON ``[x0, y0, x1, y1]`` in original-image pixels), ``width``/``height`` the
+        original image size (reports scale boxes onto the stored, resized example images).
+        """
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?)", list(rows))
+
+    def add_check(self, variant: str, task: str, name: str, value: float, detail: str = "") -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO checks VALUES (?,?,?,?,?)", (variant, task, name, value, detail))
+
+    # -- reads -------------------------------------------------------------------------------------
+    def clean_rows(self, variant: str, task: str) -> dict[str, tuple]:
+        cur = self.db.execute("SELECT uid, pred, score, correct FROM clean WHERE variant=? AND task=?",
+                              (variant, task))
+        return {r[0]: r[1:] for r in cur}
+
+    def done_uids(self, variant: str, task: str, attack: str, norm: str, eps_label: str) -> set[str]:
+        cur = self.db.execute("SELECT uid FROM results WHERE variant=? AND task=? AND attack=? AND norm=? "
+                              "AND eps_label=?", (variant, task, attack, norm, eps_label))
+        return {r[0] for r in cur}
+
+    def fooled_uids(self, variant: str, task: str, norm: str, eps_values: Sequence[float]) -> dict[str, dict]:
+        """Samples fooled (by any attack) at any of the given eps of this norm: uid -> its row."""
+        if not eps_values:
+            return {}
+        marks = ",".join("?" * len(eps_values))
+        cur = self.db.execute(
+            f"SELECT {','.join(RESULT_COLUMNS)} FROM results WHERE variant=? AND task=? AND norm=? "
+            f"AND eps IN ({marks}) AND clean_correct=1 AND adv_correct=0 ORDER BY eps, attack",
+            (variant, task, norm, *eps_values))
+        out: dict[str, dict] = {}
+        for row in cur:
+            rec = dict(zip(RESULT_COLUMNS, row))
+            out.setdefault(rec["uid"], rec)
+        return out
+
+    def has_check(self, variant: str, task: str, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM checks WHERE variant=? AND task=? AND name=?",
+                               (variant, task, name)).fetchone() is not None
+
+    def frame(self, table: str = "results"):
+        """A pandas DataFrame of one table (``results``, ``clean``, ``transfer``, ``checks``, ``examples``,
+        ``samples``)."""
+        import pandas as pd
+
+        if table not in {"results", "clean", "transfer", "checks", "examples", "meta", "samples"}:
+            raise RobustOFAError(f"results store: unknown table {table!r}")
+        return pd.read_sql_query(f"SELECT * FROM {table}", self.db)
+
+    def close(self) -> None:
+        self.db.close()

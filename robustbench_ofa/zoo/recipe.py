@@ -1,0 +1,140 @@
+"""The embedded zoo's recipe: every number that decides what the zoo's weights are.
+
+A recipe is data, not code: it is hashed into the zoo's folder name, so changing any number builds a
+new zoo next to the old one instead of silently mixing the two, and tests can build a micro zoo from a
+tiny recipe in seconds with the very same code path as the real one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.training.config import TrainConfig
+
+#: Bump when the build procedure changes in a way that changes weights for the same recipe.
+BUILD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VariantRecipe:
+    """One tuned variant: zoo name suffix, tuning method, its hyper-parameters and training config."""
+
+    name: str
+    method: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=100))
+
+
+@dataclass(frozen=True)
+class ZooRecipe:
+    """Data, tokenizer, architecture, pretraining and variants of an embedded zoo."""
+
+    #: Prefix of every model name in this zoo (``embedded-base``, ``embedded-finetune``, ...).
+    prefix: str = "embedded"
+    tasks: tuple[str, ...] = ("grounding", "ve", "vqa")
+    image_size: int = 96
+    #: ``SceneConfig`` fields other than ``image_size`` (generator difficulty).
+    scene: dict[str, Any] = field(default_factory=dict)
+    data_seed: int = 0
+    pretrain_n: int = 3000
+    downstream_n: int = 1000
+    eval_n: int = 256
+    bpe_vocab_size: int = 600
+    num_bins: int = 32
+    #: Start the ``<bin_i>`` embeddings as smooth functions of i (see ``training.init``).
+    smooth_bins: bool = True
+    #: ``OFAConfig`` fields (vocab_size is filled in from the trained tokenizer).
+    model: dict[str, Any] = field(default_factory=dict)
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=100))
+    variants: tuple[VariantRecipe, ...] = ()
+    eval_beam: int = 1
+    eval_batch_size: int = 64
+    seed: int = 0
+    #: Torch threads during the build (``None``: torch's default). Results are bit-identical only for the
+    #: same thread count on the same kind of CPU, so the count is part of the recipe.
+    num_threads: int | None = 2
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names) or "base" in names:
+            raise RobustOFAError(f"zoo recipe: variant names must be unique and not 'base', got {names}")
+        if self.image_size % 16:
+            raise RobustOFAError(f"zoo recipe: image_size must be a multiple of 16, got {self.image_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["pretrain"] = self.pretrain.to_dict()
+        data["variants"] = [{**dataclasses.asdict(v), "train": v.train.to_dict()} for v in self.variants]
+        return data
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the recipe and build version (what the zoo folder is named after)."""
+        text = json.dumps({"build_version": BUILD_VERSION, **self.to_dict()}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def scene_config(self):
+        from robustbench_ofa.data.synthetic import SceneConfig
+
+        return SceneConfig(image_size=self.image_size, **self.scene)
+
+    def model_name(self, variant: str) -> str:
+        return f"{self.prefix}-{variant}"
+
+    @property
+    def names(self) -> list[str]:
+        """Model names in build order: the base first, then the variants."""
+        return [self.model_name("base")] + [self.model_name(v.name) for v in self.variants]
+
+
+#: Every tuning method the embedded zoo demonstrates, at sensible small-model settings.
+def _embedded_variants(steps: int, batch: int) -> tuple[VariantRecipe, ...]:
+    def cfg(lr: float, **kw: Any) -> TrainConfig:
+        return TrainConfig(lr=lr, max_steps=steps, batch_size=batch, warmup_ratio=0.06, seed=1, **kw)
+
+    return (
+        VariantRecipe("finetune", "finetune", {}, cfg(5e-4)),
+        VariantRecipe("prompt-16", "prompt", {"length": 16, "depth": "both"}, cfg(1e-2, weight_decay=0.0)),
+        VariantRecipe("prompt-64", "prompt", {"length": 64, "depth": "both"}, cfg(1e-2, weight_decay=0.0)),
+        VariantRecipe("adapter", "adapter", {"dim": 64}, cfg(3e-3)),
+        VariantRecipe("bitfit", "bitfit", {}, cfg(5e-3, weight_decay=0.0)),
+        VariantRecipe("lora", "lora", {"rank": 8, "alpha": 16.0}, cfg(3e-3)),
+    )
+
+
+EMBEDDED = ZooRecipe(
+    model=dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+               decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, resnet_layers=[1, 1, 1],
+               resnet_base_planes=16, max_position_embeddings=128, dropout=0.0),
+    pretrain=TrainConfig(lr=2e-3, max_steps=1200, batch_size=32, warmup_ratio=0.05, seed=0),
+    variants=_embedded_variants(steps=200, batch=32),
+)
+
+
+def default_recipe() -> ZooRecipe:
+    """The recipe used when none is passed: ``EMBEDDED``, looked up at call time so tests can swap it."""
+    return EMBEDDED
+
+
+def micro_recipe(**overrides: Any) -> ZooRecipe:
+    """A seconds-long recipe with the embedded zoo's structure, for tests."""
+    train = dict(max_steps=4, batch_size=4, warmup_steps=1, log_every=2)
+    variants = tuple(
+        VariantRecipe(v.name, v.method, {**v.hparams, **({"length": v.hparams["length"] // 8} if v.method == "prompt" else {}),
+                                         **({"dim": 4} if v.method == "adapter" else {})},
+                      v.train.replace(**train))
+        for v in EMBEDDED.variants
+    )
+    fields: dict[str, Any] = dict(
+        prefix="micro", image_size=32, pretrain_n=8, downstream_n=8, eval_n=4, bpe_vocab_size=400, num_bins=16,
+        model=dict(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                   decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, resnet_layers=[1, 1, 1],
+                   resnet_base_planes=4, max_position_embeddings=128, dropout=0.0),
+        pretrain=TrainConfig(lr=1e-3, **train), variants=variants, eval_batch_size=8, num_threads=1,
+    )
+    fields.update(overrides)
+    return ZooRecipe(**fields)

@@ -1,0 +1,112 @@
+"""Image attacks on OFA: faithfulness to torchattacks, budgets, early stopping, task compatibility."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchattacks
+from conftest import colour_samples
+
+from attacks import ATTACKS, AttackParams, run_attack
+from attacks.views import TaskView
+from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.tasks import get_task
+
+
+@pytest.fixture
+def colour_batch(colour_model):
+    model, task = colour_model
+    batch = task.collate(colour_samples(16, 5))
+    return model, task, batch
+
+
+def test_micro_model_is_accurate_so_attacks_have_something_to_break(colour_batch):
+    model, task, batch = colour_batch
+    assert sum(p.correct for p in task.predict(model, batch)) >= 15
+
+
+@pytest.mark.parametrize("name, stock, eps, alpha", [
+    ("pgd", lambda v, eps, a: torchattacks.PGD(v, eps=eps, alpha=a, steps=5, random_start=False), 4 / 255, 1 / 255),
+    ("pgdl2", lambda v, eps, a: torchattacks.PGDL2(v, eps=eps, alpha=a, steps=5, random_start=False), 0.5, 0.1),
+    ("fgsm", lambda v, eps, a: torchattacks.FGSM(v, eps=eps), 4 / 255, None),
+])
+def test_engines_reproduce_torchattacks_exactly(colour_batch, name, stock, eps, alpha):
+    model, task, batch = colour_batch
+    view = TaskView(model, task, batch)
+    ref = stock(view, eps, alpha)(batch.images, view.labels())
+    ours = run_attack(name, view, batch.images, eps,
+                      AttackParams(steps=5, alpha=alpha, random_start=False, early_stop=False), list(range(16)))
+    assert torch.equal(ours.adv, ref)
+    assert not model.training
+
+
+def test_budgets_eps_zero_and_huge_eps(colour_batch):
+    model, task, batch = colour_batch
+    view = TaskView(model, task, batch)
+    clean = [p.correct for p in task.predict(model, batch)]
+    zero = run_attack("pgd", view, batch.images, 0.0, AttackParams(steps=3), list(range(16)))
+    assert torch.equal(zero.adv, batch.images)
+    assert [p.correct for p in task.predict(model, batch, images=zero.adv)] == clean
+    for name, eps in (("pgd", 4 / 255), ("pgdl2", 0.5), ("fgsm", 8 / 255)):
+        res = run_attack(name, view, batch.images, eps, AttackParams(steps=5), list(range(16)))
+        d = (res.adv - batch.images).flatten(1)
+        bound = d.abs().max(1).values if name != "pgdl2" else d.norm(dim=1)
+        assert bool((bound <= eps + 1e-6).all())
+        assert float(res.adv.min()) >= 0.0 and float(res.adv.max()) <= 1.0
+    big = run_attack("pgd", view, batch.images, 0.5, AttackParams(steps=20), list(range(16)))
+    assert sum(p.correct for p in task.predict(model, batch, images=big.adv)) <= 1
+
+
+def test_early_stopping_freezes_fooled_samples_and_saves_gradients(colour_batch):
+    model, task, batch = colour_batch
+    full = TaskView(model, task, batch)
+    run_attack("pgd", full, batch.images, 0.3, AttackParams(steps=10, early_stop=False), list(range(16)))
+    early = TaskView(model, task, batch)
+    res = run_attack("pgd", early, batch.images, 0.3, AttackParams(steps=10, early_stop=True), list(range(16)))
+    assert int(full.counters.grad.sum()) == 10 * 16
+    assert int(early.counters.grad.sum()) < int(full.counters.grad.sum())
+    fooled = [not p.correct for p in task.predict(model, batch, images=res.adv)]
+    assert all(f for f, s in zip(fooled, res.stopped.tolist()) if s)  # a frozen sample stays fooled
+
+
+def test_random_start_is_per_sample_so_batching_does_not_change_a_result(colour_batch):
+    model, task, batch = colour_batch
+    whole = run_attack("pgd", TaskView(model, task, batch), batch.images, 4 / 255, AttackParams(steps=3),
+                       list(range(100, 116)))
+    half = task.collate(batch.samples[:8])
+    part = run_attack("pgd", TaskView(model, task, half), half.images, 4 / 255, AttackParams(steps=3),
+                      list(range(100, 108)))
+    torch.testing.assert_close(part.adv, whole.adv[:8], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-dlr", "square"])
+def test_stock_attacks_run_on_sub_batches_through_image_matching(colour_batch, name):
+    model, task, batch = colour_batch
+    view = TaskView(model, task, batch)
+    res = run_attack(name, view, batch.images, 0.25, AttackParams(steps=10, queries=200), [0] * 16)
+    assert float((res.adv - batch.images).abs().max()) <= 0.25 + 1e-6
+    fooled = sum(not p.correct for p in task.predict(model, batch, images=res.adv))
+    assert fooled >= 8
+    used = view.counters.queries.sum() + view.counters.grad.sum()
+    assert int(used) > 0
+
+
+def test_incompatible_attacks_are_refused_before_work(micro_tokenizer):
+    grounding = get_task("grounding", micro_tokenizer, 32)
+    for name, msg in (("autoattack", "closed-answer tasks"), ("apgd-dlr", ">= 3 answers"), ("apgd-t", ">= 3")):
+        with pytest.raises(RobustOFAError, match=msg):
+            ATTACKS.get(name).check_task(grounding)
+    with pytest.raises(RobustOFAError, match="unknown attack 'pgd2'; valid: apgd-ce"):
+        ATTACKS.get("pgd2")
+    two = get_task("vqa", micro_tokenizer, 32, answers=["yes", "no"])
+    with pytest.raises(RobustOFAError, match="needs a task with >= 3 answers"):
+        ATTACKS.get("autoattack").check_task(two)
+
+
+def test_view_refuses_ambiguous_batches(colour_model):
+    model, task = colour_model
+    s = colour_samples(2, 9)
+    s[1].image = s[0].image
+    view = TaskView(model, task, task.collate(s))
+    with pytest.raises(RobustOFAError, match="cannot tell two samples"):
+        view(view.clean[[1, 0]])

@@ -1,0 +1,236 @@
+"""The model zoo: micro-zoo build (bit-identical, cached, crash-resumable), listing, loading, registering, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from robustbench_ofa import zoo
+from robustbench_ofa.cli import main
+from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.zoo import build as build_mod
+from robustbench_ofa.zoo import recipe as recipe_mod
+from robustbench_ofa.zoo.build import INDEX_FILE, artefact_dir, is_built
+
+RECIPE = zoo.micro_recipe()
+WEIGHT_SUFFIXES = (".safetensors", ".json", ".txt")
+
+
+def _digests(root: Path) -> dict[str, str]:
+    """sha256 of every weight and tokenizer file of a built zoo (cards and logs hold timings, so excluded)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix == ".safetensors" or path.name in ("vocab.json", "merges.txt", "config.json"):
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("home")
+    zoo.ensure_embedded(home, progress=False, recipe=RECIPE)
+    return home
+
+
+@pytest.fixture
+def micro_default(monkeypatch):
+    """Make the micro recipe the default one (what the CLI and ``zoo.get`` use without a recipe)."""
+    monkeypatch.setattr(recipe_mod, "EMBEDDED", RECIPE)
+    return RECIPE
+
+
+def test_micro_zoo_has_every_variant_with_a_full_card(home):
+    root = zoo.zoo_root(home, RECIPE)
+    assert is_built(root)
+    index = json.loads((root / INDEX_FILE).read_text())
+    assert index["models"] == RECIPE.names and index["fingerprint"] == RECIPE.fingerprint()
+    assert [n.split("-", 1)[1] for n in RECIPE.names] == ["base", "finetune", "prompt-16", "prompt-64", "adapter",
+                                                         "bitfit", "lora"]
+    for card in zoo.list_models(home, recipe=RECIPE):
+        assert card.status == "built" and card.source == "embedded"
+        assert set(card.clean) == {"grounding", "ve", "vqa"} and card.clean["ve"]["n"] == RECIPE.eval_n
+        assert card.trainable_params > 0 and card.total_params >= card.trainable_params
+        assert set(card.versions) == {"robust-ofa", "torch", "transformers", "python"}
+        assert card.image_size == RECIPE.image_size and card.seed is not None and card.build_seconds is not None
+        if card.method == "pretrain":
+            assert set(card.sha256) == {"model"} and card.base is None
+        else:
+            assert set(card.sha256) == {"base", "variant"} and card.base == "micro-base"
+            assert card.sha256["base"] == zoo.list_models(home, recipe=RECIPE)[0].sha256["model"]
+    prompts = {c.name: c for c in zoo.list_models(home, recipe=RECIPE) if c.method == "prompt"}
+    assert prompts["micro-prompt-64"].trainable_params == 4 * prompts["micro-prompt-16"].trainable_params
+    assert not (root / "work").exists() and not list(root.rglob("*.tmp"))
+
+
+def test_rebuild_in_another_home_is_bit_identical(home, tmp_path):
+    other = zoo.ensure_embedded(tmp_path, progress=False, recipe=RECIPE)
+    first = _digests(zoo.zoo_root(home, RECIPE))
+    assert len(first) == 6 + len(RECIPE.variants)  # base: config, weights, BPE x2 (+ tokenizer/ copy); variants
+    assert _digests(other) == first
+
+
+def test_built_zoo_is_cached_not_rebuilt(home, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("rebuilt a built zoo")
+
+    monkeypatch.setattr(build_mod, "build_zoo", boom)
+    assert zoo.ensure_embedded(home, progress=False, recipe=RECIPE) == zoo.zoo_root(home, RECIPE)
+    entry = zoo.get("micro-lora", home, progress=False, recipe=RECIPE)
+    assert entry.card.method == "lora"
+
+
+def test_crash_during_build_resumes_and_ends_identical(home, tmp_path, monkeypatch):
+    real = build_mod.build_variant
+
+    def crash_on_third(root, recipe, index, *args, **kwargs):
+        if index == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return real(root, recipe, index, *args, **kwargs)
+
+    monkeypatch.setattr(build_mod, "build_variant", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        zoo.ensure_embedded(tmp_path, progress=False, recipe=RECIPE)
+    root = zoo.zoo_root(tmp_path, RECIPE)
+    assert not is_built(root)
+    assert all(c.status == "not built" for c in zoo.list_models(tmp_path, recipe=RECIPE))
+    base_file = artefact_dir(root, "base") / "model.safetensors"
+    mtime = base_file.stat().st_mtime_ns
+    monkeypatch.setattr(build_mod, "build_variant", real)
+    zoo.ensure_embedded(tmp_path, progress=False, recipe=RECIPE)
+    assert base_file.stat().st_mtime_ns == mtime  # finished artefacts are reused
+    assert _digests(root) == _digests(zoo.zoo_root(home, RECIPE))
+
+
+def test_get_returns_model_tokenizer_card_and_image_size(home):
+    from robustbench_ofa.tasks import get_task
+
+    entry = zoo.get("micro-prompt-64", home, progress=False, recipe=RECIPE)
+    assert entry.name == "micro-prompt-64" and entry.image_size == RECIPE.image_size
+    assert entry.tokenizer.vocab_size == entry.model.config.vocab_size and not entry.model.training
+    samples = zoo.embedded_test_samples("ve", 2, recipe=RECIPE)
+    task = get_task("ve", entry.tokenizer, entry.image_size)
+    assert len(task.predict(entry.model, task.collate(samples))) == 2
+    assert [s.uid for s in samples] == [s.uid for s in zoo.embedded_test_samples("ve", recipe=RECIPE)[:2]]
+    with pytest.raises(RobustOFAError, match="unknown model 'micro-nope'"):
+        zoo.get("micro-nope", home, recipe=RECIPE)
+
+
+def test_register_by_path_persists_and_loads(home, tmp_path):
+    user_home = tmp_path / "h"
+    variant = artefact_dir(zoo.zoo_root(home, RECIPE), "adapter")
+    card = zoo.register(variant, "my-adapter", user_home, recipe=RECIPE)
+    assert card.source == "user" and card.method == "adapter"
+    base = artefact_dir(zoo.zoo_root(home, RECIPE), "base")
+    zoo.register(base, "my-base", user_home, image_size=64, tasks=["snli_ve"], recipe=RECIPE)
+    registry = json.loads((user_home / "registry.json").read_text())
+    assert registry["models"]["my-base"] == {"path": str(base.resolve()), "image_size": 64, "tasks": ["ve"]}
+    names = [c.name for c in zoo.list_models(user_home, recipe=RECIPE)]
+    assert names[-2:] == ["my-adapter", "my-base"]
+    entry = zoo.get("my-adapter", user_home, recipe=RECIPE)
+    assert entry.card.method == "adapter" and entry.image_size == RECIPE.image_size
+    assert zoo.get("my-base", user_home, recipe=RECIPE).image_size == 64
+    zoo.unregister("my-base", user_home)
+    assert "my-base" not in [c.name for c in zoo.list_models(user_home, recipe=RECIPE)]
+
+
+@pytest.mark.parametrize(("name", "make", "fragment"), [
+    ("micro-base", "base", "taken by the embedded zoo"),
+    ("bad name!", "base", "use letters, digits"),
+    ("x", "empty", "neither config.json"),
+    ("x", "missing", "not a folder"),
+    ("x", "noweights", "no weight file"),
+])
+def test_register_rejects_bad_input(home, tmp_path, name, make, fragment):
+    base = artefact_dir(zoo.zoo_root(home, RECIPE), "base")
+    folder = {"base": base, "empty": tmp_path, "missing": tmp_path / "nope", "noweights": tmp_path}[make]
+    if make == "noweights":
+        (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(RobustOFAError, match=fragment):
+        zoo.register(folder, name, tmp_path / "h", recipe=RECIPE)
+
+
+def test_missing_registered_folder_is_listed_as_missing(home, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(artefact_dir(zoo.zoo_root(home, RECIPE), "base"), copy)
+    zoo.register(copy, "gone", tmp_path / "h", recipe=RECIPE)
+    shutil.rmtree(copy)
+    card = zoo.list_models(tmp_path / "h", recipe=RECIPE)[-1]
+    assert card.name == "gone" and card.status == "missing"
+
+
+def test_home_resolution(monkeypatch, tmp_path):
+    monkeypatch.setenv(zoo.ENV_VAR, str(tmp_path / "env"))
+    assert zoo.resolve_home() == tmp_path / "env"
+    assert zoo.resolve_home(tmp_path / "flag") == tmp_path / "flag"
+    monkeypatch.delenv(zoo.ENV_VAR)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert zoo.resolve_home() == tmp_path / "xdg" / "robust-ofa"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RobustOFAError, match="not a directory"):
+        zoo.resolve_home(tmp_path / "file")
+
+
+def test_recipe_fingerprint_names_the_zoo_folder():
+    other = zoo.micro_recipe(seed=1)
+    assert other.fingerprint() != RECIPE.fingerprint()
+    assert zoo.zoo_root("/h", other) != zoo.zoo_root("/h", RECIPE)
+    with pytest.raises(RobustOFAError, match="unique"):
+        zoo.ZooRecipe(variants=(zoo.VariantRecipe("a", "lora"), zoo.VariantRecipe("a", "bitfit")))
+
+
+def test_bad_card_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "card.json").write_text('{"name": "x"}')
+    with pytest.raises(RobustOFAError, match="field 'method' is missing"):
+        zoo.ModelCard.read(tmp_path)
+    (tmp_path / "card.json").write_text("{broken")
+    with pytest.raises(RobustOFAError, match="invalid JSON"):
+        zoo.ModelCard.read(tmp_path)
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def test_cli_zoo_list_before_and_after_build(micro_default, home, tmp_path, capsys):
+    assert main(["zoo", "list", "--home", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "micro-prompt-64" in out and "not built" in out and "robust-ofa zoo build" in out
+    assert main(["zoo", "list", "--home", str(home)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["name", "source", "method", "trainable"]
+    assert "grounding" in lines[0] and "ve" in lines[0] and "vqa" in lines[0]
+    assert len(lines) == 1 + len(RECIPE.names) and all(line.rstrip().endswith("built") for line in lines[1:])
+    assert main(["zoo", "list", "--home", str(home), "--json"]) == 0
+    cards = json.loads(capsys.readouterr().out)
+    assert [c["name"] for c in cards] == RECIPE.names
+
+
+def test_cli_zoo_show_register_and_build(micro_default, home, tmp_path, capsys):
+    assert main(["zoo", "show", "micro-bitfit", "--home", str(home)]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "bitfit"
+    variant = artefact_dir(zoo.zoo_root(home, RECIPE), "lora")
+    assert main(["zoo", "register", str(variant), "--name", "mine", "--home", str(home)]) == 0
+    assert "registered mine" in capsys.readouterr().out
+    assert main(["zoo", "list", "--home", str(home)]) == 0
+    assert "mine" in capsys.readouterr().out
+    assert main(["zoo", "unregister", "mine", "--home", str(home)]) == 0
+    assert main(["zoo", "build", "--home", str(home), "--quiet"]) == 0
+    assert "micro-lora" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["zoo", "show", "nope"], "unknown model 'nope'"),
+    (["zoo", "register", "/definitely/not/here", "--name", "x"], "not a folder"),
+    (["zoo", "register", ".", "--name", "x", "--image-size", "30"], None),
+    (["zoo", "unregister", "nobody"], "is not registered"),
+])
+def test_cli_zoo_bad_input_is_one_line_and_exit_2(micro_default, tmp_path, capsys, argv, fragment):
+    assert main(argv + ["--home", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("robust-ofa: error:") and "\n" not in err
+    if fragment:
+        assert fragment in err
