@@ -10,8 +10,8 @@ from attacks import ATTACKS, AttackParams
 from robustbench_ofa.errors import RobustOFAError
 
 
-def parse_eps_list(text: str, what: str = "--eps") -> list[tuple[str, float]]:
-    """'2/255,4/255,8/255' -> [('2/255', 0.00784...), ...]; every value must lie in [0, 1]."""
+def _parse_budgets(text: str, what: str, upper: float | None) -> list[tuple[str, float]]:
+    """'2/255,4/255' -> [('2/255', 0.0078...), ...] sorted by value; each in [0, upper]."""
     out = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -20,28 +20,24 @@ def parse_eps_list(text: str, what: str = "--eps") -> list[tuple[str, float]]:
             value = float(Fraction(part))
         except (ValueError, ZeroDivisionError):
             raise RobustOFAError(f"{what}: {part!r} is not a number or fraction such as 4/255") from None
-        if not 0.0 <= value <= 1.0:
-            raise RobustOFAError(f"{what}: {part} = {value:.4g} is outside [0, 1] (pixel values lie in [0, 1])")
+        if value < 0 or (upper is not None and value > upper):
+            bound = f"[0, {upper:g}] (pixel values lie in [0, 1])" if upper is not None else ">= 0"
+            raise RobustOFAError(f"{what}: {part} = {value:.4g} is outside {bound}")
         out.append((part, value))
+    return sorted(out, key=lambda x: x[1])
+
+
+def parse_eps_list(text: str, what: str = "--eps") -> list[tuple[str, float]]:
+    """L-inf budgets: every value must lie in [0, 1]; at least one."""
+    out = _parse_budgets(text, what, 1.0)
     if not out:
         raise RobustOFAError(f"{what}: expected at least one value")
-    return sorted(out, key=lambda x: x[1])
+    return out
 
 
 def parse_l2_list(text: str) -> list[tuple[str, float]]:
     """L2 radii (no upper bound of 1: an L2 ball over a whole image can exceed it)."""
-    out = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            value = float(Fraction(part))
-        except (ValueError, ZeroDivisionError):
-            raise RobustOFAError(f"--eps-l2: {part!r} is not a number") from None
-        if value < 0:
-            raise RobustOFAError(f"--eps-l2: {part} is negative")
-        out.append((part, value))
-    return sorted(out, key=lambda x: x[1])
+    return _parse_budgets(text, "--eps-l2", None)
 
 
 @dataclass
