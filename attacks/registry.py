@@ -34,6 +34,16 @@ class AttackParams:
     cw_c: float = 1.0
     cw_steps: int = 50
     cw_lr: float = 0.01
+    #: text attacks: words a perturbation may change, model queries per sample, candidates per model call
+    text_words: int = 1
+    text_queries: int = 300
+    text_batch: int = 32
+    #: co-attack: image L-inf budget (a fraction, as on the command line) and the text recipe of its stage 1
+    co_eps: str = "2/255"
+    co_text: str = "pwws"
+
+    #: fields that only text attacks read (left out of a run's stored settings when it has none)
+    TEXT_FIELDS = ("text_words", "text_queries", "text_batch", "co_eps", "co_text")
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,13 @@ class AttackSpec:
     description: str
     min_classes: int = 2
     closed_only: bool = False
+    #: offline resources a text attack needs (``attacks.text.resources``)
+    needs: tuple[str, ...] = ()
+
+    @property
+    def modality(self) -> str:
+        """'image', 'text' (norm 'text') or 'joint' (norm 'linf+text')."""
+        return {"text": "text", "linf+text": "joint"}.get(self.norm, "image")
 
     def check_task(self, task) -> None:
         """Refuse an attack/task pair that cannot work, before any computation."""
@@ -69,6 +86,8 @@ def run_attack(name: str, view: TaskView, images: torch.Tensor, eps: float, para
                seeds: list[int]) -> EngineResult:
     """Run attack ``name`` on the view's batch; ``seeds`` are per-sample (random starts, stock RNG)."""
     spec = ATTACKS.get(name)
+    if spec.modality != "image":
+        raise RobustOFAError(f"attack {name!r} perturbs text: run it through attacks.text, not run_attack")
     spec.check_task(view.task)
     view.set_budget(spec.norm, None if name == "cw" else eps)
     return _RUNNERS[name](spec, view, images, eps, params, seeds)
@@ -165,3 +184,17 @@ _register(AttackSpec("autoattack", "linf", "white-box", "AutoAttack standard (AP
 _register(AttackSpec("cw", "l2", "white-box", "Carlini-Wagner L2; success counted within the L2 eps"),
           _stock(_cw))
 _register(AttackSpec("square", "linf", "black-box", "Square attack, score-based black-box"), _stock(_square))
+
+
+def _register_text() -> None:
+    """Text recipes (norm 'text', budget in words) and the joint co-attack; run by ``attacks.text``."""
+    from attacks.text.catalog import CO_ATTACK, TEXT_RECIPES
+
+    for info in TEXT_RECIPES.values():
+        ATTACKS.register(info.name)(AttackSpec(info.name, "text", "black-box", info.description, needs=info.needs))
+    ATTACKS.register(CO_ATTACK)(AttackSpec(
+        CO_ATTACK, "linf+text", "white-box",
+        "Co-Attack: text attack (--co-text, default pwws) then image PGD conditioned on the adversarial text"))
+
+
+_register_text()

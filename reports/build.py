@@ -29,7 +29,7 @@ ABLATION_FILE = "ablation.csv"
 class Threat:
     """One column of the comparison: clean inputs, or a norm and budget attacked by ``attacks``."""
 
-    norm: str            # "clean", "linf" or "l2"
+    norm: str            # "clean", "linf", "l2", "text" (budget in words) or "linf+text" (joint)
     eps_label: str
     eps: float
     attacks: tuple[str, ...] = ()
@@ -43,6 +43,8 @@ class Threat:
         """Column heading: 'clean', 'L∞ 4/255', 'L2 0.5'."""
         if self.norm == "clean":
             return "clean"
+        if self.norm in ("text", "linf+text"):
+            return f"{'text' if self.norm == 'text' else 'L∞+text'} {self.eps_label}"
         return f"{'L∞' if self.norm == 'linf' else 'L2'} {self.eps_label}"
 
     @property
@@ -52,7 +54,9 @@ class Threat:
             return "clean"
         names = [attack_name(a) for a in self.attacks] or ["attack"]
         who = names[0] if len(names) == 1 else "the worst case of " + ", ".join(names[:-1]) + " and " + names[-1]
-        budget = self.eps_label if self.norm == "linf" else f"L2 radius {self.eps_label}"
+        budget = {"linf": self.eps_label, "text": self.eps_label.replace("words=", "<= ") + " word(s)",
+                  "linf+text": self.eps_label.replace("+words=", " with <= ") + " word(s)"}.get(
+            self.norm, f"L2 radius {self.eps_label}")
         return f"{who} at {budget}"
 
 
@@ -168,7 +172,7 @@ def _threats(samples: pd.DataFrame, worst: pd.DataFrame, task: str) -> list[Thre
         return out
     s = samples[samples.task == task]
     w = worst[worst.task == task]
-    for norm in ("linf", "l2"):
+    for norm in ("linf", "l2", "text", "linf+text"):
         attacks = tuple(dict.fromkeys(s[s.norm == norm].attack))
         levels = w[w.norm == norm][["eps_label", "eps"]].drop_duplicates().sort_values("eps")
         out += [Threat(norm, str(r.eps_label), float(r.eps), attacks) for r in levels.itertuples()]

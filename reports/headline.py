@@ -25,6 +25,8 @@ ALPHA = 0.05
 ATTACK_NAMES = {
     "fgsm": "FGSM", "pgd": "PGD", "pgdl2": "PGD-L2", "apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR",
     "apgd-t": "APGD-T", "autoattack": "AutoAttack", "cw": "C&W", "square": "Square", "fab": "FAB",
+    "deepwordbug": "DeepWordBug", "pruthi": "Pruthi", "pwws": "PWWS", "textfooler-glove": "TextFooler-GloVe",
+    "badchars": "Bad Characters", "co-attack": "Co-Attack",
 }
 
 

@@ -82,6 +82,8 @@ def robust_vs_eps(report: Report) -> Figure | None:
         return None
     plt = _mpl()
     panels = [(t, n) for t in report.tasks for n in ("linf", "l2") if len(worst[(worst.task == t) & (worst.norm == n)])]
+    if not panels:  # only text / joint threats: no pixel budget axis to plot against
+        return None
     col = colours(report.variants)
     with plt.rc_context(_rc()):
         fig, axes = _grid(len(panels))

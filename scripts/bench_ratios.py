@@ -16,6 +16,8 @@ RATIOS = [
      1, "<= 1.0"),
     ("SDPA / eager attention (fwd+bwd, OFA-tiny)", "test_bench_forward_backward_wrt_image[sdpa]",
      "test_bench_forward_backward_wrt_image[eager]", 1, "< 1.0"),
+    ("text candidates/s: batched / one-at-a-time (time one-at-a-time / batched)",
+     "test_bench_text_queries_one_at_a_time", "test_bench_text_queries_batched", 1, ">= 4"),
 ]
 
 

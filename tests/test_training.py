@@ -261,7 +261,7 @@ def test_run_grid_writes_one_table_and_skips_finished_runs(tmp_path):
     rows = run_grid("prompt", {"depth": "both"}, grid, TrainConfig(max_steps=1), tmp_path, run_one, progress=False)
     assert len(rows) == 4 and calls == [(10, 0.01), (10, 0.03), (16, 0.01), (16, 0.03)]
     csv_lines = (tmp_path / "ablation.csv").read_text().splitlines()
-    assert csv_lines[0].split(",")[:3] == ["run", "method", "depth"]
+    assert csv_lines[0].split(",")[:3] == ["run", "method", "depth"]  # run_one gave no full hparams here
     assert "trainable_params" in csv_lines[0] and "ve/accuracy" in csv_lines[0] and len(csv_lines) == 5
     table = json.loads((tmp_path / "ablation.json").read_text())
     assert table[3]["length"] == 16 and table[3]["lr"] == 0.03 and table[3]["trainable_params"] == 1600
@@ -311,6 +311,7 @@ def test_cli_tune_grid_writes_an_ablation_table(pretrained, tmp_path, capsys):
     assert [(r["length"], r["reparam"]) for r in rows] == [(2, True), (2, False), (4, True), (4, False)]
     assert all(r["trainable_params"] > 0 and "ve/accuracy" in r for r in rows)
     assert rows[0]["trainable_params"] != rows[1]["trainable_params"]
+    assert rows[0]["depth"] == "both" and rows[0]["dropout"] == 0.2  # defaults are in the table too
     assert (out / "runs" / "length-2_depth-both_reparam-on" / "variant.json").is_file()
 
 

@@ -7,4 +7,5 @@ MODULES: list[str] = [
     "robustbench_ofa.commands.evaluate",
     "robustbench_ofa.commands.report",
     "robustbench_ofa.commands.regress",
+    "robustbench_ofa.commands.setup_text",
 ]

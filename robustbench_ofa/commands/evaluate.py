@@ -22,7 +22,8 @@ DEFAULT_OUT = "robust-ofa-results"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="attack OFA variants and write robustness results", description=__doc__)
     p.add_argument("--attack", required=True,
-                   help="comma-separated attacks (fgsm, pgd, pgdl2, apgd-ce, apgd-dlr, apgd-t, autoattack, cw, square)")
+                   help="comma-separated attacks: image (fgsm, pgd, pgdl2, apgd-ce, apgd-dlr, apgd-t, autoattack, cw, "
+                        "square), text (deepwordbug, pruthi, pwws, textfooler-glove, badchars) or joint (co-attack)")
     p.add_argument("--model", action="append", default=None,
                    help="zoo name or path (variant folder or HF-format folder); repeatable; default: the embedded zoo")
     p.add_argument("--task", default=None, help="comma-separated tasks (default: the tasks the models were tuned on)")
@@ -33,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=None, help="step size (default 2.5 * eps / steps)")
     p.add_argument("--restarts", type=int, default=1)
     p.add_argument("--queries", type=int, default=500, help="query budget of the Square attack")
+    p.add_argument("--text-words", type=int, default=1, help="text attacks: words a perturbation may change")
+    p.add_argument("--text-queries", type=int, default=300, help="text attacks: model queries per sample")
+    p.add_argument("--text-batch", type=int, default=32, help="text attacks: candidate texts per model call")
+    p.add_argument("--co-eps", default="2/255", help="co-attack: L-inf image budget of its PGD stage")
+    p.add_argument("--co-text", default="pwws", help="co-attack: text attack of its first stage")
     p.add_argument("--n-samples", type=int, default=48, help="samples per task")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
@@ -58,12 +64,18 @@ def build_config(args: argparse.Namespace, tasks: list[str]):
     if args.alpha is not None and not 0 < args.alpha <= 1:
         raise RobustOFAError(f"--alpha: expected a step size in (0, 1], got {args.alpha}")
     params = AttackParams(steps=args.steps, alpha=args.alpha, restarts=args.restarts, queries=args.queries,
-                          early_stop=not args.no_early_stop)
+                          early_stop=not args.no_early_stop, text_words=args.text_words,
+                          text_queries=args.text_queries, text_batch=args.text_batch, co_eps=args.co_eps.strip(),
+                          co_text=args.co_text.strip())
     cfg = EvalConfig(attacks=[a.strip() for a in args.attack.split(",") if a.strip()], tasks=tasks,
                      eps=parse_eps_list(args.eps), eps_l2=parse_l2_list(args.eps_l2), params=params,
                      n_samples=args.n_samples, batch_size=args.batch_size, seed=args.seed, device=args.device,
                      cascade=not args.no_cascade, transfer=not args.no_transfer)
     cfg.validate()
+    if cfg.has_text_attacks():  # offline resources are checked before any model is built
+        from attacks.text.resources import require
+
+        require(sorted(cfg.text_needs()))
     return cfg
 
 

@@ -362,7 +362,8 @@ def _tune_one(model, base_dir: Path, args, hparams, cfg, tasks, data, eval_data,
 
     if (out / CARD_FILE).is_file() and (out / VARIANT_FILE).is_file() and not args.no_resume:
         card = ModelCard.read(out)
-        return {"trainable_params": card.trainable_params, "metrics": card.clean, "train_seconds": card.build_seconds}
+        return {"trainable_params": card.trainable_params, "metrics": card.clean, "train_seconds": card.build_seconds,
+                "hparams": card.hparams}
     torch.manual_seed(cfg.seed)
     method = get_method(args.method, **hparams)
     method.apply(model)
@@ -383,4 +384,5 @@ def _tune_one(model, base_dir: Path, args, hparams, cfg, tasks, data, eval_data,
                      source="trained", status="built")
     card.write(out)
     remove_checkpoint(out)
-    return {"trainable_params": card.trainable_params, "metrics": metrics, "train_seconds": seconds}
+    return {"trainable_params": card.trainable_params, "metrics": metrics, "train_seconds": seconds,
+            "hparams": card.hparams}

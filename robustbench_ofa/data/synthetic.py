@@ -145,6 +145,10 @@ class SceneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("small_size", "large_size"):  # JSON (recipes, cards) gives lists
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         _validate_config(self)
 
 

@@ -30,8 +30,26 @@ def clean_table(clean: pd.DataFrame) -> pd.DataFrame:
 
 
 def robust_flags(res: pd.DataFrame) -> pd.Series:
-    """Per sample (variant, task, norm, eps_label, uid): robust = clean-correct and no attack fooled it."""
-    return res.groupby(["variant", "task", "norm", "eps_label", "uid"], sort=False).adv_correct.min().astype(bool)
+    """Per sample (variant, task, norm, eps_label, uid): robust = clean-correct and no attack fooled it.
+
+    A joint threat (norm 'linf+text': image within eps and <= k words) contains the image-only threats at
+    eps' <= eps and the text-only ones at k' <= k, so a sample fooled under any of those is not robust under
+    it either (with the evaluator's cascade the joint rows already say so; without it, this fold does).
+    """
+    flags = res.groupby(["variant", "task", "norm", "eps_label", "uid"], sort=False).adv_correct.min().astype(bool)
+    joint = res[res.norm == "linf+text"]
+    if not len(joint):
+        return flags
+    fooled = res[(res.clean_correct == 1) & (res.adv_correct == 0)]
+    words = pd.to_numeric(fooled["words"], errors="coerce") if "words" in fooled else fooled.eps * math.nan
+    for (variant, task, label), g in joint.groupby(["variant", "task", "eps_label"], sort=False):
+        eps = float(g.eps.iloc[0])
+        k = float(pd.to_numeric(g["words"], errors="coerce").iloc[0]) if "words" in g else math.nan
+        contained = ((fooled.norm == "linf") & (fooled.eps <= eps + 1e-12)) | ((fooled.norm == "text") & (words <= k))
+        mask = (fooled.variant == variant) & (fooled.task == task) & contained
+        for uid in set(fooled[mask].uid) & set(g.uid):
+            flags.loc[(variant, task, "linf+text", label, uid)] = False
+    return flags
 
 
 def attack_table(res: pd.DataFrame) -> pd.DataFrame:
@@ -62,6 +80,37 @@ def attack_table(res: pd.DataFrame) -> pd.DataFrame:
                 "grad_evals": int(a.grad_evals.sum()), "queries": int(a.queries.sum()),
                 "seconds": float(a.seconds.sum()),
             })
+    return pd.DataFrame(rows)
+
+
+def text_attack_table(res: pd.DataFrame) -> pd.DataFrame:
+    """TextAttack's summary per (variant, task, attack, budget) of the text and joint attacks.
+
+    successful / failed: samples this attack attacked and fooled / did not fool; skipped: clean prediction
+    already wrong (TextAttack's "skipped"); cascaded: fooled earlier by a contained threat (not attacked
+    again, counted as fooled). Original accuracy = 1 - skipped / n; accuracy under attack = failed / n;
+    attack success rate = successful / (successful + failed) (TextAttack's definitions, over the samples
+    the attack itself attacked); perturbed word % and queries are averaged as TextAttack does (word % over
+    successful attacks, queries over attacked samples).
+    """
+    if "words" not in res:
+        return pd.DataFrame()
+    text = res[res.norm.isin(["text", "linf+text"])]
+    rows = []
+    for key, g in text.groupby(["variant", "task", "attack", "norm", "eps_label"], sort=False):
+        attacked = g[g.status == "attacked"]
+        ok = attacked[attacked.adv_correct == 0]
+        n, failed = len(g), int((attacked.adv_correct == 1).sum())
+        skipped = int((g.status == "clean-wrong").sum())
+        pct = (ok.words_changed / ok.n_words.clip(lower=1) * 100).mean() if len(ok) else math.nan
+        rows.append({**dict(zip(["variant", "task", "attack", "norm", "eps_label"], key)),
+                     "successful": len(ok), "failed": failed, "skipped": skipped,
+                     "cascaded": int(g.status.isin(["cascade", "inherited"]).sum()),
+                     "original_acc": (n - skipped) / n if n else math.nan,
+                     "acc_under_attack": failed / n if n else math.nan,
+                     "attack_success_rate": len(ok) / len(attacked) if len(attacked) else math.nan,
+                     "avg_perturbed_word_pct": float(pct), "avg_queries":
+                     float(attacked.queries.mean()) if len(attacked) else math.nan})
     return pd.DataFrame(rows)
 
 

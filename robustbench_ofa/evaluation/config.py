@@ -77,6 +77,28 @@ class EvalConfig:
                 raise RobustOFAError(f"{name}: expected a positive integer, got {value}")
         if any(ATTACKS.get(a).norm == "l2" for a in self.attacks) and not self.eps_l2:
             raise RobustOFAError("--eps-l2: an L2 attack was requested but no L2 radius given")
+        if self.has_text_attacks():
+            p = self.params
+            for name, value in (("--text-words", p.text_words), ("--text-queries", p.text_queries),
+                                ("--text-batch", p.text_batch)):
+                if value < 1:
+                    raise RobustOFAError(f"{name}: expected a positive integer, got {value}")
+            if ATTACKS.get(p.co_text).modality != "text":
+                raise RobustOFAError(f"--co-text: expected a text attack, got {p.co_text!r}")
+            self.co_eps()
+
+    def has_text_attacks(self) -> bool:
+        return any(ATTACKS.get(a).modality != "image" for a in self.attacks)
+
+    def text_needs(self) -> set[str]:
+        """Offline resources the requested text attacks need (co-attack: those of its text recipe)."""
+        names = [self.params.co_text if ATTACKS.get(a).modality == "joint" else a for a in self.attacks
+                 if ATTACKS.get(a).modality != "image"]
+        return {n for a in names for n in ATTACKS.get(a).needs}
+
+    def co_eps(self) -> tuple[str, float]:
+        """The co-attack's image budget as (label, value)."""
+        return parse_eps_list(self.params.co_eps, "--co-eps")[0]
 
     def ladder(self, norm: str) -> list[tuple[str, float]]:
         return self.eps if norm == "linf" else self.eps_l2
@@ -87,4 +109,7 @@ class EvalConfig:
         d["eps"] = [e[0] for e in self.eps]
         d["eps_l2"] = [e[0] for e in self.eps_l2]
         d.pop("device")
+        if not self.has_text_attacks():  # runs without text attacks keep the settings they always had
+            for key in AttackParams.TEXT_FIELDS:
+                d["params"].pop(key, None)
         return d

@@ -17,7 +17,7 @@ from robustbench_ofa.evaluation import aggregate as agg
 from robustbench_ofa.evaluation.store import ResultsStore
 
 AGGREGATE_FILES = ("summary.json", "clean.csv", "attacks.csv", "worst_case.csv", "paired.csv", "flags.csv",
-                   "transfer.csv", "samples.csv")
+                   "transfer.csv", "text_attacks.csv", "samples.csv")
 
 
 def clear_aggregates(out: Path) -> None:
@@ -45,6 +45,7 @@ def compute(store: ResultsStore) -> dict[str, pd.DataFrame]:
         "paired": agg.paired_tests(res, clean) if len(clean) else pd.DataFrame(),
         "flags": agg.validity_flags(res, clean, checks),
         "transfer": agg.transfer_matrix(transfer) if len(transfer) else pd.DataFrame(),
+        "text_attacks": agg.text_attack_table(res) if len(res) else pd.DataFrame(),
         "samples": res,
     }
 
@@ -63,6 +64,10 @@ def _pct(x: float) -> str:
     return "  n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.1f}"
 
 
+def _num(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+
 def format_summary(tables: dict[str, pd.DataFrame]) -> str:
     """Clean and worst-case robust accuracy per variant, task and eps, with 95% Wilson intervals."""
     lines = []
@@ -77,6 +82,16 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
         lines.append(f"{w.task:10} {w.variant:14} {_pct(c.acc)} [{_pct(c.ci_low)},{_pct(c.ci_high)}]   "
                      f"{w.norm + ' ' + w.eps_label:14} {_pct(w.robust_acc)} [{_pct(w.robust_ci_low)},"
                      f"{_pct(w.robust_ci_high)}]")
+    text = tables.get("text_attacks")
+    if text is not None and len(text):
+        lines.append("")
+        lines.append("TEXT ATTACKS (TextAttack summary: successful/failed/skipped[/cascaded], accuracy %, "
+                     "success %, perturbed words %, queries)")
+        for _, t in text.iterrows():
+            lines.append(f"  {t.task:10} {t.variant:14} {t.attack + ' ' + t.eps_label:28} "
+                         f"{t.successful}/{t.failed}/{t.skipped}/{t.cascaded}  orig {_pct(t.original_acc)}  "
+                         f"under attack {_pct(t.acc_under_attack)}  success {_pct(t.attack_success_rate)}  "
+                         f"words {_num(t.avg_perturbed_word_pct)}  queries {_num(t.avg_queries)}")
     flags = tables["flags"]
     if len(flags):
         lines.append("")

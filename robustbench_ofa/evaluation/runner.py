@@ -24,7 +24,7 @@ from attacks.views import TaskView
 from robustbench_ofa.data.types import Sample
 from robustbench_ofa.evaluation.config import EvalConfig
 from robustbench_ofa.evaluation.store import ResultsStore
-from robustbench_ofa.tasks import Task, get_task
+from robustbench_ofa.tasks import Task, TaskBatch, get_task
 
 
 @dataclass
@@ -91,7 +91,9 @@ class Evaluator:
                     for i, (label, eps) in enumerate(ladder):
                         smaller = [e for _, e in ladder[:i]]
                         for j, attack in enumerate(names):
-                            self._attack_unit(lv, task, samples, attack, norm, label, eps, smaller, names[:j])
+                            self._attack_unit(lv, task, samples, attack, norm, label, eps, [(norm, smaller)],
+                                              names[:j])
+                self._text_units(lv, task, samples)
                 self._sanity(lv, task, samples)
             del lv
         if self.cfg.transfer and len(variant_names) > 1:
@@ -146,13 +148,37 @@ class Evaluator:
             return pred.score >= (1.0 - self.cfg.caption_drop) * clean_score
         return bool(pred.correct)
 
-    def _attack_unit(self, lv, task, samples, attack, norm, label, eps, smaller, earlier) -> None:
+    def _text_units(self, lv: LoadedVariant, task: Task, samples: list[Sample]) -> None:
+        """Text attacks (budget: words changed), then joint image+text attacks, after the image attacks.
+
+        A joint threat (image within eps and <= k words) contains every image-only threat at eps' <= eps and
+        every text-only one at k' <= k, so with ``cascade`` a joint attack inherits the samples they fooled.
+        """
+        words = self.cfg.params.text_words
+        text = [a for a in self.cfg.attacks if ATTACKS.get(a).modality == "text"]
+        for j, attack in enumerate(text):
+            self._attack_unit(lv, task, samples, attack, "text", f"words={words}", float(words), [], text[:j])
+        joint = [a for a in self.cfg.attacks if ATTACKS.get(a).modality == "joint"]
+        if joint:
+            label, eps = self.cfg.co_eps()
+            inherit = [("linf", [e for _, e in self.cfg.eps if e <= eps + 1e-12]), ("text", [float(words)])]
+            for j, attack in enumerate(joint):
+                self._attack_unit(lv, task, samples, attack, "linf+text", f"{label}+words={words}", eps, inherit,
+                                  joint[:j])
+
+    def _attack_unit(self, lv, task, samples, attack, norm, label, eps, inherit, earlier) -> None:
+        """``inherit``: (norm, eps values) of contained threats whose fooled samples this unit inherits."""
         store, cfg = self.store, self.cfg
         done = store.done_uids(lv.name, task.name, attack, norm, label)
         if len(done) == len(samples):
             return
         clean = store.clean_rows(lv.name, task.name)
-        inherited = store.fooled_uids(lv.name, task.name, norm, smaller) if cfg.cascade else {}
+        inherited = {}
+        if cfg.cascade:
+            for inorm, values in inherit:
+                for uid, row in store.fooled_uids(lv.name, task.name, inorm, values).items():
+                    inherited.setdefault(uid, row)
+        words = cfg.params.text_words if ATTACKS.get(attack).modality != "image" else None
         cascaded = {}
         if cfg.cascade and earlier:
             now = store.fooled_uids(lv.name, task.name, norm, [eps])
@@ -162,7 +188,7 @@ class Evaluator:
             pred, score, correct = clean[s.uid]
             base = dict(variant=lv.name, task=task.name, attack=attack, norm=norm, eps_label=label, eps=eps,
                         uid=s.uid, clean_pred=pred, clean_correct=int(correct), clean_score=score,
-                        grad_evals=0, queries=0, seconds=0.0, first_grad=None)
+                        grad_evals=0, queries=0, seconds=0.0, first_grad=None, words=words)
             if not correct:
                 direct.append({**base, "status": "clean-wrong", "adv_pred": pred, "adv_correct": 0,
                                "adv_score": score, "linf": 0.0, "l2": 0.0})
@@ -170,7 +196,9 @@ class Evaluator:
                 src = cascaded.get(s.uid) or inherited[s.uid]
                 status = "cascade" if s.uid in cascaded else "inherited"
                 direct.append({**base, "status": status, "adv_pred": src["adv_pred"], "adv_correct": 0,
-                               "adv_score": src["adv_score"], "linf": src["linf"], "l2": src["l2"]})
+                               "adv_score": src["adv_score"], "linf": src["linf"], "l2": src["l2"],
+                               "adv_text": src.get("adv_text"), "words_changed": src.get("words_changed"),
+                               "n_words": src.get("n_words")})
             else:
                 to_attack.append(s)
         store.add_results([r for r in direct if r["uid"] not in done])
@@ -187,6 +215,8 @@ class Evaluator:
         bar.close()
 
     def _attack_batch(self, lv, task, chunk, attack, norm, label, eps, clean, example_uids):
+        if ATTACKS.get(attack).modality != "image":
+            return self._text_batch(lv, task, chunk, attack, norm, label, eps, clean, example_uids)
         cfg = self.cfg
         batch = task.collate(chunk).to(cfg.device)
         seeds = [sample_seed(cfg.seed, lv.name, task.name, attack, norm, label, s.uid) for s in chunk]
@@ -217,6 +247,52 @@ class Evaluator:
             if s.uid in example_uids:
                 examples.append((lv.name, task.name, "clean", "", s.uid, "image", _png(batch.images[i]), cpred))
                 examples.append((lv.name, task.name, attack, label, s.uid, "adv", _png(adv[i]), task.describe(p.value)))
+        return rows, examples
+
+    def _text_batch(self, lv, task, chunk, attack, norm, label, eps, clean, example_uids):
+        """A text attack (or co-attack) on a batch; judged, like image attacks, by the task's own prediction."""
+        from attacks.text.budget import TextBudget
+        from attacks.text.engine import run_text_attack
+        from attacks.text.joint import run_co_attack
+        from attacks.text.queries import source_ids
+
+        cfg, p = self.cfg, self.cfg.params
+        batch = task.collate(chunk).to(cfg.device)
+        seeds = [sample_seed(cfg.seed, lv.name, task.name, attack, norm, label, s.uid) for s in chunk]
+        budget = TextBudget(words=p.text_words, queries=p.text_queries, batch_size=p.text_batch)
+        scores = [clean[s.uid][1] for s in chunk]
+        t0 = time.perf_counter()
+        grad_evals = torch.zeros(len(chunk), dtype=torch.long)
+        first_grad = torch.full((len(chunk),), float("nan"))
+        if norm == "text":
+            outcomes = run_text_attack(attack, lv.model, task, chunk, batch.images, budget, seeds, scores,
+                                       cfg.caption_drop)
+            ids = source_ids(task, chunk, [o.adversarial for o in outcomes]).to(cfg.device)
+            adv = batch.images
+        else:
+            joint = run_co_attack(lv.model, task, batch, p.co_text, budget, eps, p, seeds, scores, cfg.caption_drop)
+            outcomes, ids, adv = joint.texts, joint.input_ids, joint.adv_images
+            grad_evals, first_grad = joint.grad_evals, joint.first_grad
+        preds = task.predict(lv.model, TaskBatch(chunk, ids, batch.images, batch.targets), images=adv)
+        per = (time.perf_counter() - t0) / len(chunk)
+        delta = (adv - batch.images).flatten(1)
+        rows, examples = [], []
+        for i, (s, p_, o) in enumerate(zip(chunk, preds, outcomes)):
+            cpred, cscore, _ = clean[s.uid]
+            fg = float(first_grad[i])
+            rows.append(dict(variant=lv.name, task=task.name, attack=attack, norm=norm, eps_label=label, eps=eps,
+                             uid=s.uid, status="attacked", clean_pred=cpred, adv_pred=task.describe(p_.value),
+                             clean_correct=1, adv_correct=int(self._adv_correct(task, p_, cscore)), clean_score=cscore,
+                             adv_score=p_.score, linf=float(delta[i].abs().max()), l2=float(delta[i].norm(p=2)),
+                             grad_evals=int(grad_evals[i]), queries=o.queries, seconds=per,
+                             first_grad=None if fg != fg else fg, words=p.text_words, adv_text=o.adversarial,
+                             words_changed=o.words_changed, n_words=o.n_words))
+            if s.uid in example_uids:
+                examples.append((lv.name, task.name, attack, label, s.uid, "text", None, o.adversarial))
+                if norm != "text":
+                    examples.append((lv.name, task.name, "clean", "", s.uid, "image", _png(batch.images[i]), cpred))
+                    examples.append((lv.name, task.name, attack, label, s.uid, "adv", _png(adv[i]),
+                                     task.describe(p_.value)))
         return rows, examples
 
     def _sanity(self, lv: LoadedVariant, task: Task, samples: list[Sample]) -> None:

@@ -40,9 +40,15 @@ CREATE TABLE IF NOT EXISTS samples (
     PRIMARY KEY (task, uid));
 """
 
+#: Columns added after the first release, with their types: added to an older database on open
+#: (ALTER TABLE ... ADD COLUMN), NULL on its rows and on image-attack rows. ``words`` is a text attack's
+#: budget (words it may change), ``adv_text`` its adversarial free text, ``words_changed``/``n_words`` what it
+#: changed out of how many words.
+ADDED_RESULT_COLUMNS = (("words", "INTEGER"), ("adv_text", "TEXT"), ("words_changed", "INTEGER"),
+                        ("n_words", "INTEGER"))
 RESULT_COLUMNS = ("variant", "task", "attack", "norm", "eps_label", "eps", "uid", "status", "clean_pred",
                   "adv_pred", "clean_correct", "adv_correct", "clean_score", "adv_score", "linf", "l2",
-                  "grad_evals", "queries", "seconds", "first_grad")
+                  "grad_evals", "queries", "seconds", "first_grad", *(c for c, _ in ADDED_RESULT_COLUMNS))
 
 
 class ResultsStore:
@@ -54,8 +60,16 @@ class ResultsStore:
         try:
             self.db = sqlite3.connect(str(self.path))
             self.db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise RobustOFAError(f"{self.path}: not a robust-ofa results database ({exc})") from None
+
+    def _migrate(self) -> None:
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(results)")}
+        with self.db:
+            for name, kind in ADDED_RESULT_COLUMNS:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
 
     # -- run identity ------------------------------------------------------------------------------
     def bind(self, settings: dict[str, Any]) -> None:
@@ -96,7 +110,7 @@ class ResultsStore:
         marks = ",".join("?" * len(RESULT_COLUMNS))
         with self.db:
             self.db.executemany(f"INSERT OR REPLACE INTO results ({cols}) VALUES ({marks})",
-                                [tuple(r[c] for c in RESULT_COLUMNS) for r in rows])
+                                [tuple(r.get(c) for c in RESULT_COLUMNS) for r in rows])
             self.db.executemany("INSERT OR REPLACE INTO examples VALUES (?,?,?,?,?,?,?,?)", list(examples))
 
     def add_transfer(self, rows: Iterable[Sequence]) -> None:

@@ -157,15 +157,20 @@ class OFAEncoder(_PositionTables):
         patch_images: torch.Tensor | None = None,
         patch_masks: torch.Tensor | None = None,
         token_embeddings: torch.Tensor | None = None,
+        image_features: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> OFAEncoderOutput:
+        """``image_features``: ``embed_image``'s output, given instead of ``patch_images`` to reuse one
+        image's patch embeddings across many texts (text attacks query one image with many candidates)."""
         bsz, n_txt = input_ids.shape
         device = input_ids.device
         pad = input_ids.eq(self.padding_idx)
         x = self._embed_text(input_ids, token_embeddings)
         pos = self.pos_ln(self.embed_positions(torch.arange(n_txt, device=device)))[None]
         n_img, grid = 0, None
-        if patch_images is not None:
-            image_x, grid = self._embed_image(patch_images)
+        if patch_images is not None or image_features is not None:
+            image_x, grid = self._embed_image(patch_images) if image_features is None else image_features
+            if image_x.shape[0] != bsz:
+                image_x = image_x.expand(bsz, -1, -1)
             n_img = grid.numel()
             # ``patch_masks`` is accepted but, as in the OFA-Sys port (which disabled fairseq's masking
             # of the first image), does not hide any patch: outputs match the port for any mask.
@@ -392,10 +397,20 @@ class OFAModel(PreTrainedModel):
 
     def encode(self, input_ids: torch.Tensor, patch_images: torch.Tensor | None = None,
                patch_masks: torch.Tensor | None = None,
-               token_embeddings: torch.Tensor | None = None) -> OFAEncoderOutput:
-        """Run the encoder once (reused across decoding steps, beams and answer candidates)."""
+               token_embeddings: torch.Tensor | None = None,
+               image_features: tuple[torch.Tensor, torch.Tensor] | None = None) -> OFAEncoderOutput:
+        """Run the encoder once (reused across decoding steps, beams and answer candidates).
+
+        ``image_features`` (from :meth:`embed_image`, batch 1 or the batch size) replaces ``patch_images``:
+        the ResNet and patch projection then run once per image, not once per text.
+        """
         self.check_inputs(input_ids, patch_images)
-        return self.encoder(input_ids, patch_images, patch_masks, token_embeddings)
+        return self.encoder(input_ids, patch_images, patch_masks, token_embeddings, image_features)
+
+    def embed_image(self, patch_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch embeddings and grid ids of normalised images, for ``encode(image_features=...)``."""
+        self.check_inputs(None, patch_images)
+        return self.encoder._embed_image(patch_images)
 
     def forward(
         self,

@@ -138,7 +138,8 @@ def run_grid(method: str, base_hparams: Mapping[str, Any], grid: Mapping[str, Se
     """Run every grid point with ``run_one`` (skipping finished ones) and write the table after each.
 
     ``run_one`` trains and evaluates one model and returns at least ``trainable_params`` and
-    ``metrics`` ({task: {metric: value}}); the row adds the run id, method and the point's settings.
+    ``metrics`` ({task: {metric: value}}), optionally the method's full ``hparams`` (defaults included);
+    the row adds the run id, method, hyper-parameters and learning rate.
     """
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
@@ -157,7 +158,8 @@ def run_grid(method: str, base_hparams: Mapping[str, Any], grid: Mapping[str, Se
             hparams = {**base_hparams, **{k: v for k, v in point.items() if k not in TRAIN_AXES}}
             cfg = config.replace(**{k: v for k, v in point.items() if k in TRAIN_AXES})
             result = run_one(run_dir, hparams, cfg)
-            row = {"run": rid, "method": method, **{k: hparams[k] for k in sorted(hparams)}, "lr": cfg.lr,
+            full = result.get("hparams", hparams)  # every hyper-parameter, defaults included
+            row = {"run": rid, "method": method, **{k: full[k] for k in sorted(full)}, "lr": cfg.lr,
                    "trainable_params": result["trainable_params"], **metric_columns(result["metrics"]),
                    "train_seconds": result.get("train_seconds")}
             atomic_write_text(done, json.dumps(row, indent=2) + "\n")

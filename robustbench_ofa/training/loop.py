@@ -175,7 +175,7 @@ def _autocast(config: TrainConfig):
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; no weight decay on biases, norms and embeddings' padding."""
+    """AdamW over the trainable parameters; biases and other 1-D tensors (norms, scales) get no weight decay."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:

@@ -156,7 +156,8 @@ def _sha(path: Path) -> str:
 
 def _data_specs(recipe: ZooRecipe, split: str, n: int) -> dict[str, Any]:
     return {"train": f"synthetic:{split}:{n}", "eval": f"synthetic:downstream_test:{recipe.eval_n}",
-            "scene": {"image_size": recipe.image_size, **recipe.scene}, "data_seed": recipe.data_seed}
+            "eval_beam": recipe.eval_beam, "scene": {"image_size": recipe.image_size, **recipe.scene},
+            "data_seed": recipe.data_seed}
 
 
 def build_base(root: Path, recipe: ZooRecipe, tokenizer, eval_data, progress: bool) -> None:

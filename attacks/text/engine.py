@@ -1,0 +1,94 @@
+"""Running a text recipe on a batch of samples: one TextAttack attack per sample, seeded, summarised.
+
+TextAttack attacks one example at a time; here each sample gets its own query object (its image encoded
+once) and goal function, and TextAttack's search proposes candidates that the wrapper scores in batches.
+Random choices (DeepWordBug's character edits, differential evolution) draw from generators seeded by
+the sample's own seed before its attack, so a sample's result does not depend on its batch and reruns
+give identical results.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from attacks.text.budget import TextBudget, words, words_changed
+from attacks.text.catalog import TEXT_RECIPES
+from attacks.text.queries import SampleQueries, attack_text
+from attacks.text.resources import import_textattack, require
+from robustbench_ofa.data.types import Sample
+from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.tasks.base import Task
+
+
+@dataclass
+class TextOutcome:
+    """One sample's text attack: TextAttack's verdict on its own scores, and what the attack produced."""
+
+    original: str
+    adversarial: str
+    #: "successful", "failed" or "skipped" (TextAttack's result kinds)
+    status: str
+    #: TextAttack's query count (candidates submitted to the goal function, cache hits included)
+    queries: int
+    #: candidate texts actually run through the model
+    evaluations: int
+    words_changed: int
+    n_words: int
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_text_attack(name: str, model, task: Task, samples: Sequence[Sample], images: torch.Tensor,
+                    budget: TextBudget, seeds: Sequence[int], clean_scores: Sequence[float] | None = None,
+                    caption_drop: float = 0.5) -> list[TextOutcome]:
+    """Attack each sample's text (image fixed) with recipe ``name``; ``images`` are the model's [0, 1] inputs."""
+    if name not in TEXT_RECIPES:
+        raise RobustOFAError(f"unknown text attack {name!r}: expected one of {', '.join(TEXT_RECIPES)}")
+    res = require(TEXT_RECIPES[name].needs)
+    import_textattack(res)
+    from textattack.attack_results import SkippedAttackResult, SuccessfulAttackResult
+
+    from attacks.text.goals import make_goal
+    from attacks.text.recipes import BUILDERS, RecipeContext
+    from attacks.text.wrapper import OFASampleWrapper
+
+    scores = list(clean_scores) if clean_scores is not None else [0.0] * len(samples)
+    out = []
+    for sample, image, seed, clean_score in zip(samples, images, seeds, scores):
+        queries = SampleQueries(model, task, sample, image, batch_size=budget.batch_size)
+        wrapper = OFASampleWrapper(queries)
+        goal, truth = make_goal(task, sample, wrapper, clean_score=clean_score, caption_drop=caption_drop,
+                                query_budget=budget.queries, batch_size=budget.batch_size)
+        if task.name == "caption":
+            truth = str(queries.outputs([attack_text(task, sample)])[0])
+        seed_everything(int(seed))
+        attacks = BUILDERS[name](RecipeContext(goal, budget, res, int(seed)))
+        original = attack_text(task, sample)
+        used, result, status = 0, None, "failed"
+        with torch.no_grad():
+            for attack in attacks:
+                goal.query_budget = max(1, budget.queries - used)
+                result = attack.attack(original, truth)
+                used += int(goal.num_queries)
+                if isinstance(result, SkippedAttackResult):
+                    status = "skipped"
+                    break
+                if isinstance(result, SuccessfulAttackResult):
+                    status = "successful"
+                    break
+                if used >= budget.queries:
+                    break
+        adversarial = result.perturbed_result.attacked_text.text if status != "skipped" else original
+        out.append(TextOutcome(original=original, adversarial=adversarial, status=status, queries=used,
+                               evaluations=queries.evaluations, words_changed=words_changed(original, adversarial),
+                               n_words=len(words(original))))
+    return out

@@ -1,0 +1,240 @@
+"""Text attack recipes that run offline, as TextAttack attacks with the benchmark's word budget.
+
+Each recipe is TextAttack's published one, rebuilt from TextAttack components so that it (1) runs on the
+offline resources (``attacks.text.resources``), (2) counts its budget in whitespace words
+(``WordBudget``, default 1 word, the vision-language convention) and (3) works around TextAttack 0.3.11
+breakages:
+
+* ``deepwordbug``  character swap/substitute/delete/insert, greedy by word importance ("unk" ranking),
+  Levenshtein <= 30 (Gao et al. 2018).
+* ``pruthi``       typo-like edits inside words of >= 4 letters, first/last letter kept, greedy
+  (Pruthi et al. 2019).
+* ``pwws``         WordNet synonyms ranked by probability-weighted word saliency (Ren et al. 2019).
+  ``WordSwapWordNet``'s constructor calls ``nltk.download('omw-1.4')`` (network): a subclass skips it.
+* ``textfooler-glove``  TextFooler's search and constraints (Jin et al. 2020) with the swaps from GloVe
+  6B 50d neighbours (cosine >= 0.5) instead of counter-fitted vectors, and all-MiniLM-L6-v2 sentence
+  similarity (cosine >= 0.7 on the whole text) instead of the Universal Sentence Encoder; the POS
+  constraint is dropped (flair's tagger is not available offline). Not TextFooler as published: a
+  TextFooler-like attack, named so.
+* ``badchars``     Bad Characters (Boucher et al. 2021): invisible characters, then Bidi reorderings,
+  then deletion control characters, each a differential-evolution search, until one succeeds.
+  Homoglyphs are left out (the wheel lacks ``intentional_homoglyphs.txt``). TextAttack's search
+  evaluates one candidate per model call, ignores the query budget (and crashes when it runs out) and
+  does not stop on success; ``BatchedDifferentialEvolution`` scores each generation in one batch, stops
+  on success or budget, and is seeded.
+
+Import this module only after ``resources.import_textattack()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from textattack import Attack
+from textattack.constraints import Constraint
+from textattack.constraints.overlap import LevenshteinEditDistance
+from textattack.constraints.pre_transformation import MinWordLength, RepeatModification, StopwordModification
+from textattack.constraints.semantics import WordEmbeddingDistance
+from textattack.constraints.semantics.sentence_encoders import SentenceEncoder
+from textattack.search_methods import DifferentialEvolution, GreedySearch, GreedyWordSwapWIR
+from textattack.shared import WordEmbedding
+from textattack.transformations import (
+    CompositeTransformation,
+    WordSwapDeletions,
+    WordSwapEmbedding,
+    WordSwapInvisibleCharacters,
+    WordSwapNeighboringCharacterSwap,
+    WordSwapQWERTY,
+    WordSwapRandomCharacterDeletion,
+    WordSwapRandomCharacterInsertion,
+    WordSwapRandomCharacterSubstitution,
+    WordSwapReorderings,
+    WordSwapWordNet,
+)
+
+from attacks.text.budget import TextBudget, words_changed
+from attacks.text.resources import TextResources
+
+#: TextFooler-like thresholds (see module docstring).
+GLOVE_MIN_COS = 0.5
+GLOVE_CANDIDATES = 50
+MINILM_MIN_COS = 0.7
+#: Differential evolution (Bad Characters' defaults: population multiplier 32, 10 generations).
+DE_POPSIZE = 32
+DE_MAXITER = 10
+
+
+class WordBudget(Constraint):
+    """At most ``max_words`` whitespace words differ from the original (``attacks.text.budget``)."""
+
+    def __init__(self, max_words: int):
+        super().__init__(compare_against_original=True)
+        self.max_words = int(max_words)
+
+    def _check_constraint(self, transformed_text, reference_text):
+        return words_changed(reference_text.text, transformed_text.text) <= self.max_words
+
+    def extra_repr_keys(self):
+        return ["max_words"]
+
+
+class OfflineWordNetSwap(WordSwapWordNet):
+    """``WordSwapWordNet`` without its ``nltk.download('omw-1.4')`` (English WordNet needs no OMW)."""
+
+    def __init__(self):
+        self.language = "eng"
+
+
+class MiniLMSimilarity(SentenceEncoder):
+    """Sentence similarity from all-MiniLM-L6-v2 (mean-pooled, L2-normalised), loaded from a local folder."""
+
+    def __init__(self, path: Path, threshold: float = MINILM_MIN_COS, **kwargs):
+        super().__init__(threshold=threshold, metric="cosine", compare_against_original=True, window_size=None,
+                         **kwargs)
+        self.tokenizer, self.encoder = _minilm(str(path))
+
+    @torch.no_grad()
+    def encode(self, sentences):
+        batch = self.tokenizer(list(sentences), padding=True, truncation=True, max_length=128, return_tensors="pt")
+        hidden = self.encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+        return torch.nn.functional.normalize(pooled, dim=1)
+
+    def __getstate__(self):  # the model is reloaded from its folder, never pickled
+        return {k: v for k, v in self.__dict__.items() if k not in ("tokenizer", "encoder")}
+
+
+@lru_cache(maxsize=2)
+def _minilm(path: str):
+    from transformers import AutoModel, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+
+@lru_cache(maxsize=2)
+def glove_embedding(folder: str) -> WordEmbedding:
+    """TextAttack ``WordEmbedding`` over the installed GloVe vocabulary with precomputed neighbours."""
+    root = Path(folder)
+    words = root.joinpath("words.txt").read_text().split("\n")[:-1]
+    vectors = np.load(root / "vectors.npy")
+    nn = np.load(root / "neighbours.npy")
+    return WordEmbedding(vectors, {w: i for i, w in enumerate(words)}, dict(enumerate(words)), nn)
+
+
+class BatchedDifferentialEvolution(DifferentialEvolution):
+    """TextAttack's DE search with each generation scored in one batch, stopping on success or budget."""
+
+    def __init__(self, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = int(seed)
+
+    def perform_search(self, initial_result):
+        from scipy.optimize import differential_evolution
+        from textattack.goal_function_results import GoalFunctionResultStatus
+
+        text = initial_result.attacked_text
+        bounds, pre = self.get_bounds_and_precomputed(text, self.max_perturbs)
+        best = {"score": -np.inf, "result": None, "stop": False}
+
+        def objective(x: np.ndarray) -> np.ndarray:
+            cols = x.T if x.ndim == 2 else x[None]
+            values = np.full(len(cols), np.inf)
+            if best["stop"]:
+                return values
+            cands = [self.apply_perturbation(text, v, pre) for v in cols]
+            for c in cands:  # TextAttack's DE leaves this unset, and every constraint then raises KeyError
+                c.attack_attrs["last_transformation"] = self._transformation
+            valid = {c.text: c for c in self.filter_transformations(cands, text, text)}
+            results, over = self.get_goal_results(list(valid.values())) if valid else ([], False)
+            by_text = {r.attacked_text.text: r for r in results}
+            for i, c in enumerate(cands):
+                r = by_text.get(c.text)
+                if r is None:
+                    continue
+                values[i] = -r.score
+                if r.score > best["score"]:
+                    best["score"], best["result"] = r.score, r
+                if r.goal_status == GoalFunctionResultStatus.SUCCEEDED:
+                    best["stop"] = True
+            best["stop"] = best["stop"] or over
+            return values
+
+        kwargs = dict(maxiter=self.maxiter, popsize=self.popsize, polish=False, vectorized=True,
+                      updating="deferred", callback=lambda *a, **k: best["stop"])
+        try:
+            differential_evolution(objective, bounds, rng=np.random.default_rng(self.seed), **kwargs)
+        except TypeError:  # scipy < 1.15 names the generator ``seed``
+            differential_evolution(objective, bounds, seed=np.random.default_rng(self.seed), **kwargs)
+        result = best["result"]
+        return result if result is not None and result.score > initial_result.score else initial_result
+
+    def check_transformation_compatibility(self, transformation):
+        self._transformation = transformation
+        return super().check_transformation_compatibility(transformation)
+
+
+@dataclass(frozen=True)
+class RecipeContext:
+    goal_function: object
+    budget: TextBudget
+    resources: TextResources
+    seed: int
+
+
+def _deepwordbug(ctx: RecipeContext) -> list:
+    transformation = CompositeTransformation([
+        WordSwapNeighboringCharacterSwap(), WordSwapRandomCharacterSubstitution(),
+        WordSwapRandomCharacterDeletion(), WordSwapRandomCharacterInsertion()])
+    constraints = [RepeatModification(), StopwordModification(), LevenshteinEditDistance(30),
+                   WordBudget(ctx.budget.words)]
+    return [Attack(ctx.goal_function, constraints, transformation, GreedyWordSwapWIR("unk"))]
+
+
+def _pruthi(ctx: RecipeContext) -> list:
+    edit = dict(random_one=False, skip_first_char=True, skip_last_char=True)
+    transformation = CompositeTransformation([
+        WordSwapNeighboringCharacterSwap(**edit), WordSwapRandomCharacterDeletion(**edit),
+        WordSwapRandomCharacterInsertion(**edit), WordSwapQWERTY(**edit)])
+    constraints = [MinWordLength(min_length=4), StopwordModification(), WordBudget(ctx.budget.words),
+                   RepeatModification()]
+    return [Attack(ctx.goal_function, constraints, transformation, GreedySearch())]
+
+
+def _pwws(ctx: RecipeContext) -> list:
+    constraints = [RepeatModification(), StopwordModification(), WordBudget(ctx.budget.words)]
+    return [Attack(ctx.goal_function, constraints, OfflineWordNetSwap(), GreedyWordSwapWIR("weighted-saliency"))]
+
+
+def _textfooler_glove(ctx: RecipeContext) -> list:
+    embedding = glove_embedding(str(ctx.resources.glove))
+    constraints = [RepeatModification(), StopwordModification(),
+                   WordEmbeddingDistance(embedding=embedding, min_cos_sim=GLOVE_MIN_COS),
+                   MiniLMSimilarity(ctx.resources.minilm), WordBudget(ctx.budget.words)]
+    transformation = WordSwapEmbedding(max_candidates=GLOVE_CANDIDATES, embedding=embedding)
+    return [Attack(ctx.goal_function, constraints, transformation, GreedyWordSwapWIR("delete"))]
+
+
+def _badchars(ctx: RecipeContext) -> list:
+    attacks = []
+    for i, transformation in enumerate((WordSwapInvisibleCharacters(), WordSwapReorderings(), WordSwapDeletions())):
+        search = BatchedDifferentialEvolution(ctx.seed + i, popsize=DE_POPSIZE, maxiter=DE_MAXITER,
+                                              max_perturbs=ctx.budget.words)
+        attacks.append(Attack(ctx.goal_function, [WordBudget(ctx.budget.words)], transformation, search))
+    return attacks
+
+
+#: Recipe name -> builder: one or more TextAttack attacks, run in order until one succeeds (one shared
+#: query budget). Names, descriptions and resources are listed in ``attacks.text.catalog``.
+BUILDERS: dict[str, Callable[[RecipeContext], list]] = {
+    "deepwordbug": _deepwordbug,
+    "pruthi": _pruthi,
+    "pwws": _pwws,
+    "textfooler-glove": _textfooler_glove,
+    "badchars": _badchars,
+}
