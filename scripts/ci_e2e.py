@@ -16,9 +16,9 @@ robustness (tested with a deliberately weakened variant in tests/test_regress.py
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,10 +41,11 @@ def _run(cmd: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None, help="results directory (default: $TMPDIR/robust-ofa-ci-e2e)")
+    parser.add_argument("--out", default=None, help="results directory (default: a fresh temporary one)")
     parser.add_argument("--update", action="store_true", help="write this run as the new baseline")
     args = parser.parse_args(argv)
-    out = Path(args.out or Path(os.environ.get("TMPDIR", "/tmp")) / "robust-ofa-ci-e2e")
+    # A fresh directory: CI must measure this checkout, never resume an earlier run's results.
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="robust-ofa-ci-e2e-"))
     exe = [sys.executable, "-m", "robustbench_ofa.cli"]
     t0 = time.perf_counter()
     rc = _run([*exe, "zoo", "build"])

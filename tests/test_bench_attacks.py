@@ -59,15 +59,15 @@ def test_bench_fwd_bwd_once(benchmark, setup):
 
 def test_bench_pgd10_ours(benchmark, setup):
     benchmark.group = "pgd-cost"
-    benchmark.pedantic(_ours, args=setup, rounds=3, warmup_rounds=1)
+    benchmark.pedantic(_ours, args=setup, rounds=5, warmup_rounds=1)
 
 
 def test_bench_pgd10_stock_torchattacks(benchmark, setup):
     benchmark.group = "pgd-vs-stock"
-    adv = benchmark.pedantic(_stock, args=setup, rounds=3, warmup_rounds=1)
+    adv = benchmark.pedantic(_stock, args=setup, rounds=5, warmup_rounds=1)
     assert torch.equal(adv, _ours(*setup))
 
 
 def test_bench_pgd10_ours_vs_stock(benchmark, setup):
     benchmark.group = "pgd-vs-stock"
-    benchmark.pedantic(_ours, args=setup, rounds=3, warmup_rounds=1)
+    benchmark.pedantic(_ours, args=setup, rounds=5, warmup_rounds=1)

@@ -72,3 +72,18 @@ def test_a_different_run_in_the_same_directory_is_refused(micro, tmp_path, capsy
     capsys.readouterr()
     assert main(_args(micro, out, *one, "--steps", "3")) == 2
     assert "holds a different run" in capsys.readouterr().err
+
+
+def test_resuming_with_other_weights_under_the_same_name_is_refused(micro, tmp_path, capsys):
+    """A rebuilt zoo keeps its model names; resuming must not mix the old weights' numbers in."""
+    out = tmp_path / "out"
+    one = ["--model", "micro-finetune", "--no-transfer"]
+    assert main(_args(micro, out, *one)) == 0
+    capsys.readouterr()
+    store = ResultsStore(out / "results.sqlite")
+    stored = store.get_meta("weights:micro-finetune")
+    assert stored and all(len(h) == 64 for h in stored.values())
+    store.set_meta("weights:micro-finetune", {k: "0" * 64 for k in stored})  # as if built from other weights
+    assert main(_args(micro, out, *one)) == 2
+    err = capsys.readouterr().err
+    assert "has other weights than the run stored here" in err and err.count("\n") == 1

@@ -10,7 +10,8 @@ from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.models import OFAConfig, OFAModel
 from robustbench_ofa.models.modeling import INDEX_BUFFERS
 
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "ofa"
+#: Published OFA key lists and configs (copied from the OFA-Sys checkpoints' key dumps in shared/ofa).
+SHARED = __import__("pathlib").Path(__file__).resolve().parent / "data" / "ofa"
 
 
 def _tsv_shapes(name: str) -> dict[str, tuple]:
@@ -18,7 +19,6 @@ def _tsv_shapes(name: str) -> dict[str, tuple]:
     return {k: eval(s) for k, s in (r.split("\t") for r in rows)}
 
 
-@pytest.mark.skipif(not (SHARED / "keys_tiny.tsv").exists(), reason="shared/ofa key lists not present")
 def test_tiny_state_dict_matches_published_keys_and_shapes():
     published = _tsv_shapes("keys_tiny.tsv")
     sd = OFAModel(OFAConfig.from_size("tiny")).state_dict()

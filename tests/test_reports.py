@@ -1,7 +1,7 @@
 """Reports: headline sentences from numbers, rendering in a real browser and as PDF pages, escaping, CLI errors.
 
 The browser and PDF checks need ``chromium`` and ``pdftoppm`` (``scripts/install_test_system_deps.sh``
-installs them). Without them the tests skip locally, but never where ``CI`` is set: there they fail.
+installs them). Without them the tests fail with a line naming that script.
 """
 
 from __future__ import annotations

@@ -103,7 +103,13 @@ def run(args: argparse.Namespace) -> int:
     store.bind(settings)
     store.set_meta("complete", False)
     clear_aggregates(out)
-    evaluator = Evaluator(cfg, store, catalog.load, data.samples, progress=not args.quiet)
+
+    def load_checked(name: str):
+        variant = catalog.load(name)
+        store.bind_weights(name, variant.info.get("sha256"))
+        return variant
+
+    evaluator = Evaluator(cfg, store, load_checked, data.samples, progress=not args.quiet)
     evaluator.check_compatible(task_objs)
     evaluator.run(catalog.names)
     run_info = {"command": "robust-ofa " + " ".join(shlex.quote(a) for a in sys.argv[1:]),

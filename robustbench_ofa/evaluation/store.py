@@ -88,6 +88,25 @@ class ResultsStore:
                 f"{stored.get(diff[0])!r}, now {settings.get(diff[0])!r}); use another --out or delete it"
             )
 
+    def bind_weights(self, name: str, hashes: dict[str, str] | None) -> None:
+        """Record a model's weight hashes, or check a resumed run still evaluates the same weights.
+
+        Why: the settings name models (``embedded-finetune``), not weights; a rebuilt zoo or a retrained
+        checkpoint under the same name would otherwise be resumed into the old run's numbers.
+        """
+        if not hashes:
+            return
+        key = f"weights:{name}"
+        stored = self.get_meta(key)
+        if stored is None:
+            self.set_meta(key, hashes)
+        elif stored != hashes:
+            raise RobustOFAError(
+                f"{self.path}: model '{name}' has other weights than the run stored here (sha256 "
+                f"{sorted(stored.values())[0][:12]}... then, {sorted(hashes.values())[0][:12]}... now); "
+                "use another --out or delete it"
+            )
+
     def settings(self) -> dict:
         row = self.db.execute("SELECT value FROM meta WHERE key='settings'").fetchone()
         return json.loads(row[0]) if row else {}
