@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.views import TaskView
-from robustbench_ofa.models.generation import beam_search, greedy_decode, sequence_nll
+from robustbench_ofa.models.generation import sequence_nll
 
 
 class Objective:
@@ -48,11 +48,6 @@ class Objective:
         task, model = self.view.task, self.view.model
         enc = type(enc)(last_hidden_state=enc.last_hidden_state.detach(), padding_mask=enc.padding_mask,
                         position_embedding=enc.position_embedding.detach())
-        allowed = task.tokenizer.bin_token_ids()
-        if task.beam > 1:
-            out = beam_search(model, enc, beam=task.beam, fixed_len=4, allowed_ids=allowed)
-        else:
-            out = greedy_decode(model, enc, fixed_len=4, allowed_ids=allowed)
         samples = [self.view.batch.samples[int(r)] for r in rows]
-        return torch.tensor([not task.judge(task.tokens_to_box(t, s), s).correct
-                             for t, s in zip(out.tokens, samples)], device=rows.device)
+        return torch.tensor([not task.judge(b, s).correct for b, s in zip(task.decode_boxes(model, enc, samples), samples)],
+                            device=rows.device)

@@ -23,7 +23,6 @@ from textattack.goal_functions import GoalFunction, UntargetedClassification
 from textattack.goal_functions.text.text_to_text_goal_function import TextToTextGoalFunction
 
 from robustbench_ofa.data.types import Sample
-from robustbench_ofa.metrics import box_iou
 from robustbench_ofa.tasks.base import Task
 
 #: Weight of the NLL tie-break in the grounding score (below any IoU difference that matters).
@@ -47,11 +46,15 @@ class GroundingGoal(GoalFunction):
         self.task, self.sample = task, sample
         super().__init__(wrapper, **kwargs)
 
+    def judged(self, model_output):
+        """The task's own judgement of the box (score = IoU, correct = IoU >= the task's threshold)."""
+        return self.task.judge(tuple(float(v) for v in model_output[:4]), self.sample)
+
     def iou(self, model_output) -> float:
-        return float(box_iou(tuple(float(v) for v in model_output[:4]), self.sample.box))
+        return float(self.judged(model_output).score)
 
     def _is_goal_complete(self, model_output, _):
-        return self.iou(model_output) < self.task.iou_threshold
+        return not self.judged(model_output).correct
 
     def _get_score(self, model_output, _):
         nll = float(model_output[4])

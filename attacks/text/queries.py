@@ -26,7 +26,7 @@ import torch
 
 from robustbench_ofa.data.transforms import normalize
 from robustbench_ofa.data.types import Sample
-from robustbench_ofa.models.generation import beam_search, greedy_decode, score_candidates, sequence_nll
+from robustbench_ofa.models.generation import score_candidates, sequence_nll
 from robustbench_ofa.models.instructions import CAPTION_PROMPT
 from robustbench_ofa.tasks.base import Task
 
@@ -94,19 +94,10 @@ class SampleQueries:
         if task.closed_answers:
             return list(score_candidates(model, enc, task.candidates).float().cpu())
         if task.name == "grounding":
-            allowed = task.tokenizer.bin_token_ids()
-            if task.beam > 1:
-                out = beam_search(model, enc, beam=task.beam, fixed_len=4, allowed_ids=allowed)
-            else:
-                out = greedy_decode(model, enc, fixed_len=4, allowed_ids=allowed)
+            boxes = task.decode_boxes(model, enc, [self.sample] * len(texts))
             nll = sequence_nll(model, enc, self.reference_target().expand(len(texts), -1))
-            return [GroundingOutput(task.tokens_to_box(t, self.sample), float(n)) for t, n in zip(out.tokens, nll)]
-        allowed = task.text_token_ids()
-        if task.beam > 1:
-            out = beam_search(model, enc, beam=task.beam, max_len=task.max_target_len, allowed_ids=allowed)
-        else:
-            out = greedy_decode(model, enc, max_len=task.max_target_len, allowed_ids=allowed)
-        return [task.tokenizer.decode(t).strip() for t in out.tokens]
+            return [GroundingOutput(b, float(n)) for b, n in zip(boxes, nll)]
+        return task.decode_captions(model, enc)
 
     def reference_target(self) -> torch.Tensor:
         """(1, T) reference box tokens + eos (grounding)."""

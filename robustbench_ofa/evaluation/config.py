@@ -71,18 +71,16 @@ class EvalConfig:
             ATTACKS.get(name)
         if len(set(self.attacks)) != len(self.attacks):
             raise RobustOFAError("--attack: an attack is listed twice")
-        for name, value in (("--n-samples", self.n_samples), ("--batch-size", self.batch_size),
-                            ("--steps", self.params.steps)):
+        p = self.params
+        counts = [("--n-samples", self.n_samples), ("--batch-size", self.batch_size), ("--steps", p.steps)]
+        if self.has_text_attacks():
+            counts += [("--text-words", p.text_words), ("--text-queries", p.text_queries), ("--text-batch", p.text_batch)]
+        for name, value in counts:
             if value < 1:
                 raise RobustOFAError(f"{name}: expected a positive integer, got {value}")
         if any(ATTACKS.get(a).norm == "l2" for a in self.attacks) and not self.eps_l2:
             raise RobustOFAError("--eps-l2: an L2 attack was requested but no L2 radius given")
         if self.has_text_attacks():
-            p = self.params
-            for name, value in (("--text-words", p.text_words), ("--text-queries", p.text_queries),
-                                ("--text-batch", p.text_batch)):
-                if value < 1:
-                    raise RobustOFAError(f"{name}: expected a positive integer, got {value}")
             if ATTACKS.get(p.co_text).modality != "text":
                 raise RobustOFAError(f"--co-text: expected a text attack, got {p.co_text!r}")
             self.co_eps()

@@ -39,15 +39,19 @@ class Captioning(Task):
         return self.tokenizer.encode(target_text("caption", sample.captions[0]), add_special_tokens=False)
 
     @torch.no_grad()
-    def predict(self, model, batch: TaskBatch, images: torch.Tensor | None = None) -> list[Prediction]:
-        enc = self.encode(model, batch.input_ids, batch.images if images is None else images)
+    def decode_captions(self, model, enc) -> list[str]:
+        """Captions decoded from encoder outputs with the task's beam (shared by predictions and text attacks)."""
         allowed = self.text_token_ids()
         if self.beam > 1:
             out = beam_search(model, enc, beam=self.beam, max_len=self.max_target_len, allowed_ids=allowed)
         else:
             out = greedy_decode(model, enc, max_len=self.max_target_len, allowed_ids=allowed)
-        texts = [self.tokenizer.decode(t).strip() for t in out.tokens]
-        return [self.judge(t, s) for t, s in zip(texts, batch.samples)]
+        return [self.tokenizer.decode(t).strip() for t in out.tokens]
+
+    @torch.no_grad()
+    def predict(self, model, batch: TaskBatch, images: torch.Tensor | None = None) -> list[Prediction]:
+        enc = self.encode(model, batch.input_ids, batch.images if images is None else images)
+        return [self.judge(t, s) for t, s in zip(self.decode_captions(model, enc), batch.samples)]
 
     def judge(self, value, sample) -> Prediction:
         cider = self._cider or CiderD([sample.captions])

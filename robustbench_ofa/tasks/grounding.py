@@ -31,14 +31,22 @@ class Grounding(Task):
         return unscale_box(box, sample.image.size, self.image_size)
 
     @torch.no_grad()
-    def predict(self, model, batch: TaskBatch, images: torch.Tensor | None = None) -> list[Prediction]:
-        enc = self.encode(model, batch.input_ids, batch.images if images is None else images)
+    def decode_boxes(self, model, enc, samples: list[Sample]) -> list[tuple[float, float, float, float]]:
+        """Boxes (original-image pixels) decoded from encoder outputs as 4 bin tokens, with the task's beam.
+
+        One place for the decoding rule, so predictions, attack success checks and text-attack queries agree.
+        """
         allowed = self.tokenizer.bin_token_ids()
         if self.beam > 1:
             out = beam_search(model, enc, beam=self.beam, fixed_len=4, allowed_ids=allowed)
         else:
             out = greedy_decode(model, enc, fixed_len=4, allowed_ids=allowed)
-        return [self.judge(self.tokens_to_box(t, s), s) for t, s in zip(out.tokens, batch.samples)]
+        return [self.tokens_to_box(t, s) for t, s in zip(out.tokens, samples)]
+
+    @torch.no_grad()
+    def predict(self, model, batch: TaskBatch, images: torch.Tensor | None = None) -> list[Prediction]:
+        enc = self.encode(model, batch.input_ids, batch.images if images is None else images)
+        return [self.judge(b, s) for b, s in zip(self.decode_boxes(model, enc, batch.samples), batch.samples)]
 
     def judge(self, value, sample) -> Prediction:
         iou = box_iou(value, sample.box)
