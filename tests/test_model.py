@@ -125,3 +125,19 @@ def test_randomised_models_differ_by_seed():
     a = randomize(OFAModel(small_config()), seed=1)
     b = randomize(OFAModel(small_config()), seed=2)
     assert not torch.equal(a.encoder.image_proj.weight, b.encoder.image_proj.weight)
+
+
+def test_resnet_runs_channels_last_but_returns_nchw_input_gradients():
+    """The backbone computes in channels-last layout for CPU speed; values must match the NCHW path and
+    input gradients must come back NCHW-contiguous (attack code calls ``grad.view``)."""
+    from robustbench_ofa.models.resnet import ResNet
+
+    torch.manual_seed(0)
+    net = ResNet([1, 1, 1], base_planes=4).eval()
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    out = net(x)
+    out.sum().backward()
+    assert x.grad.is_contiguous() and x.grad.view(2, -1).shape == (2, 3 * 32 * 32)
+    with torch.no_grad():  # the same layers on the NCHW tensor, without the layout change
+        ref = net.layer3(net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from robustbench_ofa.cli import main
 from robustbench_ofa.data import synthetic as syn
+from robustbench_ofa.data.synthetic import SceneConfig
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.models import OFAConfig, OFAModel
 from robustbench_ofa.models.instructions import instruction
@@ -21,6 +23,7 @@ from robustbench_ofa.training.ablation import expand_grid, parse_grid, run_grid,
 from robustbench_ofa.training.init import init_bin_embeddings
 from robustbench_ofa.training.schedule import BatchPlan, lr_factor
 from robustbench_ofa.tuning import get_method
+from robustbench_ofa.zoo.recipe import EMBEDDED
 
 SIZE = 32
 SCENE = syn.SceneConfig(image_size=SIZE)
@@ -299,6 +302,22 @@ def test_cli_pretrain_writes_a_loadable_checkpoint_with_card(pretrained, capsys)
     assert not (pretrained / "checkpoint.pt").exists()
     entry = get(str(pretrained))
     assert entry.image_size == 32 and entry.tokenizer.vocab_size == entry.model.config.vocab_size
+    # synthetic data defaults to the embedded zoo's scenes, and the card says which were used
+    assert SceneConfig(**card["data"]["scene"]) == SceneConfig(image_size=32, **EMBEDDED.scene)
+
+
+def test_cli_tune_uses_the_scenes_the_base_was_trained_on(pretrained, tmp_path, capsys):
+    base = tmp_path / "base"
+    shutil.copytree(pretrained, base)
+    card = json.loads((base / "card.json").read_text())
+    card["data"]["scene"] = {**card["data"]["scene"], "max_objects": 1, "max_clutter": 0}
+    (base / "card.json").write_text(json.dumps(card))
+    out = tmp_path / "bitfit"
+    argv = ["train", "tune", "--base", str(base), "--method", "bitfit", "--task", "ve", "--steps", "1", "--n", "2",
+            "--eval-n", "2", "--batch-size", "2", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    scene = json.loads((out / "card.json").read_text())["data"]["scene"]
+    assert scene["max_objects"] == 1 and scene["max_clutter"] == 0 and scene["image_size"] == 32
 
 
 def test_cli_tune_grid_writes_an_ablation_table(pretrained, tmp_path, capsys):

@@ -60,6 +60,10 @@ def test_micro_zoo_has_every_variant_with_a_full_card(home):
         else:
             assert set(card.sha256) == {"base", "variant"} and card.base == "micro-base"
             assert card.sha256["base"] == zoo.list_models(home, recipe=RECIPE)[0].sha256["model"]
+    base = zoo.list_models(home, recipe=RECIPE)[0]
+    sizes = RECIPE.pretrain_sizes()  # task_weights: more pretraining data (and steps) for weighted tasks
+    assert base.data["train"] == "synthetic:train:" + ",".join(f"{t}={n}" for t, n in sizes.items())
+    assert sizes["vqa"] > sizes["grounding"] and base.data["scene"]["max_objects"] == RECIPE.scene_config().max_objects
     prompts = {c.name: c for c in zoo.list_models(home, recipe=RECIPE) if c.method == "prompt"}
     assert prompts["micro-prompt-64"].trainable_params == 4 * prompts["micro-prompt-16"].trainable_params
     assert not (root / "work").exists() and not list(root.rglob("*.tmp"))
@@ -181,6 +185,22 @@ def test_recipe_fingerprint_names_the_zoo_folder():
     assert zoo.zoo_root("/h", other) != zoo.zoo_root("/h", RECIPE)
     with pytest.raises(RobustOFAError, match="unique"):
         zoo.ZooRecipe(variants=(zoo.VariantRecipe("a", "lora"), zoo.VariantRecipe("a", "bitfit")))
+    assert zoo.micro_recipe(task_weights={"vqa": 2.0}).fingerprint() != zoo.micro_recipe(task_weights={}).fingerprint()
+
+
+@pytest.mark.parametrize("weights", [{"caption": 2.0}, {"vqa": 0.0}, {"ve": -1.0}])
+def test_recipe_rejects_bad_task_weights(weights):
+    with pytest.raises(RobustOFAError, match="task_weights must be positive weights of tasks"):
+        zoo.micro_recipe(task_weights=weights)
+
+
+def test_task_weights_scale_each_tasks_pretraining_samples():
+    recipe = zoo.micro_recipe(pretrain_n=10, task_weights={"ve": 1.5, "vqa": 2.0})
+    assert recipe.pretrain_sizes() == {"grounding": 10, "ve": 15, "vqa": 20}
+    data = build_mod._data(recipe, "train", recipe.pretrain_sizes())
+    assert {t: len(v) for t, v in data.items()} == {"grounding": 10, "ve": 15, "vqa": 20}
+    # sample i does not depend on how many were asked for, so weighting only adds samples
+    assert data["vqa"][9].text == build_mod._data(recipe, "train", 10)["vqa"][9].text
 
 
 def test_bad_card_file_is_a_one_line_error(tmp_path):

@@ -123,15 +123,25 @@ def _train_config(args: argparse.Namespace, lr: float, default_steps: int) -> An
                        log_every=args.log_every, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
 
 
+def _scene_fields(card: Any = None) -> dict[str, Any]:
+    """Generator settings for synthetic data: those the base model was trained on (its card), else the
+    embedded zoo's, so tuning or evaluating a model on synthetic data sees the scenes it was made for."""
+    from robustbench_ofa.zoo.recipe import EMBEDDED
+
+    scene = dict(((getattr(card, "data", None) or {}).get("scene")) or EMBEDDED.scene)
+    scene.pop("image_size", None)
+    return scene
+
+
 def _load_data(specs: list[str] | None, default: str, tasks: list[str], n: int | None, image_size: int,
-               default_n: int) -> dict[str, list]:
+               default_n: int, scene_fields: dict[str, Any] | None = None) -> dict[str, list]:
     from robustbench_ofa.data.sources import parse_task_sources
     from robustbench_ofa.data.synthetic import SceneConfig
 
     if n is not None and n < 1:
         raise RobustOFAError(f"--n: expected a positive sample count, got {n}")
     sources = parse_task_sources(specs or [default], tasks)
-    scene = SceneConfig(image_size=image_size)
+    scene = SceneConfig(image_size=image_size, **(_scene_fields() if scene_fields is None else scene_fields))
     data = {}
     for task, source in sources.items():
         limit = n if n is not None else (default_n if source.kind == "synthetic" and source.n is None else None)
@@ -142,10 +152,11 @@ def _load_data(specs: list[str] | None, default: str, tasks: list[str], n: int |
     return data
 
 
-def _eval_data(args: argparse.Namespace, tasks: list[str], image_size: int) -> dict[str, list] | None:
+def _eval_data(args: argparse.Namespace, tasks: list[str], image_size: int,
+               scene_fields: dict[str, Any] | None = None) -> dict[str, list] | None:
     if str(args.eval_data).lower() == "none":
         return None
-    return _load_data([args.eval_data], args.eval_data, tasks, args.eval_n, image_size, args.eval_n)
+    return _load_data([args.eval_data], args.eval_data, tasks, args.eval_n, image_size, args.eval_n, scene_fields)
 
 
 def _make_tasks(tokenizer, tasks: list[str], image_size: int, beam: int) -> dict[str, Any]:
@@ -262,7 +273,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from robustbench_ofa.models.loading import file_sha256
 
     card = ModelCard(name=out.name, method="pretrain", tasks=tasks, hparams=model_config.to_dict(),
-                     train=config.to_dict(), data={"train": args.data or ["synthetic:train"], "eval": args.eval_data},
+                     train=config.to_dict(), data={"train": args.data or ["synthetic:train"], "eval": args.eval_data,
+                           "scene": {"image_size": image_size, **_scene_fields()}},
                      clean=clean, trainable_params=n_params, total_params=n_params,
                      sha256={"model": file_sha256(out / "model.safetensors")}, versions=package_versions(),
                      seed=args.seed, image_size=image_size, build_seconds=round(time.perf_counter() - t0, 1),
@@ -327,13 +339,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     image_size = args.image_size or entry.image_size
     tokenizer = entry.tokenizer
     config = _train_config(args, _DEFAULT_LR.get(args.method, 1e-3), 300)
-    data = _load_data(args.data, "synthetic:downstream_train", tasks, args.n, image_size, 1000)
-    eval_data = _eval_data(args, tasks, image_size)
+    scene = _scene_fields(entry.card)
+    data = _load_data(args.data, "synthetic:downstream_train", tasks, args.n, image_size, 1000, scene)
+    eval_data = _eval_data(args, tasks, image_size, scene)
     task_objs = _make_tasks(tokenizer, tasks, image_size, args.beam)
 
     def run_one(run_dir: Path, hparams: dict[str, Any], cfg) -> dict[str, Any]:
         model = load_pretrained(base_dir, cfg.device)
-        return _tune_one(model, base_dir, args, hparams, cfg, task_objs, data, eval_data, run_dir, image_size)
+        return _tune_one(model, base_dir, args, hparams, cfg, task_objs, data, eval_data, run_dir, image_size, scene)
 
     out = Path(args.out)
     if len(points) == 1:
@@ -350,7 +363,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _tune_one(model, base_dir: Path, args, hparams, cfg, tasks, data, eval_data, out: Path,
-              image_size: int) -> dict[str, Any]:
+              image_size: int, scene: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from robustbench_ofa.models.loading import file_sha256, weight_file
@@ -375,7 +388,8 @@ def _tune_one(model, base_dir: Path, args, hparams, cfg, tasks, data, eval_data,
     save_variant(model, out, name=out.name, task=",".join(tasks), base_dir=base_dir)
     card = ModelCard(name=out.name, method=args.method, tasks=list(tasks), base=str(args.base),
                      hparams=method.config.to_dict(), train=cfg.to_dict(),
-                     data={"train": args.data or ["synthetic:downstream_train"], "eval": args.eval_data},
+                     data={"train": args.data or ["synthetic:downstream_train"], "eval": args.eval_data,
+                           "scene": {"image_size": image_size, **scene}},
                      clean=metrics, trainable_params=count_trainable(model),
                      total_params=sum(p.numel() for p in model.parameters()),
                      sha256={"base": file_sha256(weight_file(base_dir)),

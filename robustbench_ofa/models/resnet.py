@@ -54,6 +54,19 @@ class Bottleneck(nn.Module):
         return self.relu(identity + self.drop_path(out))
 
 
+class _ChannelsLast(torch.autograd.Function):
+    """Channels-last copy of an image batch whose gradient comes back in the caller's (NCHW) layout, so
+    attack code may ``.view`` input gradients as torchattacks does."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
 class ResNet(nn.Module):
     """Stem + three bottleneck stages; output (B, 16 * base_planes, H/16, W/16) = (B, 1024, ...) for OFA.
 
@@ -96,5 +109,9 @@ class ResNet(nn.Module):
         return nn.Sequential(*mods)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Channels-last activations: oneDNN's convolutions, batch norm and pooling run about a quarter
+        # faster on CPU that way (measured on the embedded architecture's training step); the weights and
+        # the checkpoint layout are unchanged, and the values agree with NCHW to float rounding.
+        x = _ChannelsLast.apply(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer3(self.layer2(self.layer1(x)))

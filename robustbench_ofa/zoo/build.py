@@ -120,11 +120,13 @@ def _fresh_tmp(final: Path) -> Path:
     return tmp
 
 
-def _data(recipe: ZooRecipe, split: str, n: int) -> dict[str, list]:
+def _data(recipe: ZooRecipe, split: str, n: int | dict[str, int]) -> dict[str, list]:
+    """Generated samples of every recipe task; ``n`` is one count for all tasks or a count per task."""
     from robustbench_ofa.data.synthetic import generate
 
     scene = recipe.scene_config()
-    return {t: generate(t, split, n, scene, recipe.data_seed) for t in recipe.tasks}
+    sizes = n if isinstance(n, dict) else {t: n for t in recipe.tasks}
+    return {t: generate(t, split, sizes[t], scene, recipe.data_seed) for t in recipe.tasks}
 
 
 def _tasks(recipe: ZooRecipe, tokenizer) -> dict[str, Any]:
@@ -154,8 +156,9 @@ def _sha(path: Path) -> str:
     return file_sha256(path)
 
 
-def _data_specs(recipe: ZooRecipe, split: str, n: int) -> dict[str, Any]:
-    return {"train": f"synthetic:{split}:{n}", "eval": f"synthetic:downstream_test:{recipe.eval_n}",
+def _data_specs(recipe: ZooRecipe, split: str, n: int | dict[str, int]) -> dict[str, Any]:
+    counts = ",".join(f"{t}={k}" for t, k in n.items()) if isinstance(n, dict) else str(n)
+    return {"train": f"synthetic:{split}:{counts}", "eval": f"synthetic:downstream_test:{recipe.eval_n}",
             "eval_beam": recipe.eval_beam, "scene": {"image_size": recipe.image_size, **recipe.scene},
             "data_seed": recipe.data_seed}
 
@@ -178,7 +181,7 @@ def build_base(root: Path, recipe: ZooRecipe, tokenizer, eval_data, progress: bo
     tasks = _tasks(recipe, tokenizer)
     work = root / WORK_DIR / "base"
     train_cfg = recipe.pretrain.replace(checkpoint_every=recipe.pretrain.checkpoint_every or 200)
-    result = train(model, tasks, _data(recipe, "train", recipe.pretrain_n), train_cfg, out_dir=work,
+    result = train(model, tasks, _data(recipe, "train", recipe.pretrain_sizes()), train_cfg, out_dir=work,
                    progress=progress, desc=f"pretrain {recipe.model_name('base')}")
     clean = evaluate_tasks(model, tasks, eval_data, recipe.eval_batch_size)
     tmp = _fresh_tmp(final)
@@ -189,7 +192,7 @@ def build_base(root: Path, recipe: ZooRecipe, tokenizer, eval_data, progress: bo
     ModelCard(
         name=recipe.model_name("base"), method="pretrain", tasks=list(recipe.tasks), base=None,
         hparams={k: v for k, v in config.to_dict().items() if k in recipe.model or k == "vocab_size"},
-        train=train_cfg.to_dict(), data=_data_specs(recipe, "train", recipe.pretrain_n), clean=clean,
+        train=train_cfg.to_dict(), data=_data_specs(recipe, "train", recipe.pretrain_sizes()), clean=clean,
         trainable_params=n_params, total_params=n_params, sha256={"model": _sha(tmp / "model.safetensors")},
         versions=package_versions(), seed=recipe.seed, image_size=recipe.image_size,
         build_seconds=round(time.perf_counter() - t0, 1), source="embedded",
