@@ -87,3 +87,4 @@ def test_resuming_with_other_weights_under_the_same_name_is_refused(micro, tmp_p
     assert main(_args(micro, out, *one)) == 2
     err = capsys.readouterr().err
     assert "has other weights than the run stored here" in err and err.count("\n") == 1
+    assert "sha256 000000000000... then" in err  # names the part whose hash changed, old value first

@@ -123,7 +123,7 @@ def _train_config(args: argparse.Namespace, lr: float, default_steps: int) -> An
                        log_every=args.log_every, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
 
 
-def _scene_fields(card: Any = None) -> dict[str, Any]:
+def _scene_fields(card: Any | None = None) -> dict[str, Any]:
     """Generator settings for synthetic data: those the base model was trained on (its card), else the
     embedded zoo's, so tuning or evaluating a model on synthetic data sees the scenes it was made for."""
     from robustbench_ofa.zoo.recipe import EMBEDDED
@@ -134,14 +134,14 @@ def _scene_fields(card: Any = None) -> dict[str, Any]:
 
 
 def _load_data(specs: list[str] | None, default: str, tasks: list[str], n: int | None, image_size: int,
-               default_n: int, scene_fields: dict[str, Any] | None = None) -> dict[str, list]:
+               default_n: int, scene_fields: dict[str, Any]) -> dict[str, list]:
     from robustbench_ofa.data.sources import parse_task_sources
     from robustbench_ofa.data.synthetic import SceneConfig
 
     if n is not None and n < 1:
         raise RobustOFAError(f"--n: expected a positive sample count, got {n}")
     sources = parse_task_sources(specs or [default], tasks)
-    scene = SceneConfig(image_size=image_size, **(_scene_fields() if scene_fields is None else scene_fields))
+    scene = SceneConfig(image_size=image_size, **scene_fields)
     data = {}
     for task, source in sources.items():
         limit = n if n is not None else (default_n if source.kind == "synthetic" and source.n is None else None)
@@ -153,7 +153,7 @@ def _load_data(specs: list[str] | None, default: str, tasks: list[str], n: int |
 
 
 def _eval_data(args: argparse.Namespace, tasks: list[str], image_size: int,
-               scene_fields: dict[str, Any] | None = None) -> dict[str, list] | None:
+               scene_fields: dict[str, Any]) -> dict[str, list] | None:
     if str(args.eval_data).lower() == "none":
         return None
     return _load_data([args.eval_data], args.eval_data, tasks, args.eval_n, image_size, args.eval_n, scene_fields)
@@ -253,8 +253,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     image_size = args.image_size or EMBEDDED.image_size
     lr = _single_float(args.lr, EMBEDDED.pretrain.lr, "--lr")
     config = _train_config(args, lr, EMBEDDED.pretrain.max_steps or 1000)
-    data = _load_data(args.data, "synthetic:train", tasks, args.n, image_size, EMBEDDED.pretrain_n)
-    eval_data = _eval_data(args, tasks, image_size)
+    scene = _scene_fields()
+    data = _load_data(args.data, "synthetic:train", tasks, args.n, image_size, EMBEDDED.pretrain_n, scene)
+    eval_data = _eval_data(args, tasks, image_size, scene)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _pretrain_tokenizer(args, out, data)
     model_config = _arch_config(args, tokenizer.vocab_size)
@@ -274,7 +275,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     card = ModelCard(name=out.name, method="pretrain", tasks=tasks, hparams=model_config.to_dict(),
                      train=config.to_dict(), data={"train": args.data or ["synthetic:train"], "eval": args.eval_data,
-                           "scene": {"image_size": image_size, **_scene_fields()}},
+                           "scene": {"image_size": image_size, **scene}},
                      clean=clean, trainable_params=n_params, total_params=n_params,
                      sha256={"model": file_sha256(out / "model.safetensors")}, versions=package_versions(),
                      seed=args.seed, image_size=image_size, build_seconds=round(time.perf_counter() - t0, 1),

@@ -101,10 +101,11 @@ class ResultsStore:
         if stored is None:
             self.set_meta(key, hashes)
         elif stored != hashes:
+            part = next(k for k in sorted(set(stored) | set(hashes)) if stored.get(k) != hashes.get(k))
+            then, now = (str(h.get(part, "none"))[:12] for h in (stored, hashes))
             raise RobustOFAError(
-                f"{self.path}: model '{name}' has other weights than the run stored here (sha256 "
-                f"{sorted(stored.values())[0][:12]}... then, {sorted(hashes.values())[0][:12]}... now); "
-                "use another --out or delete it"
+                f"{self.path}: model '{name}' has other weights than the run stored here ({part} sha256 "
+                f"{then}... then, {now}... now); use another --out or delete it"
             )
 
     def settings(self) -> dict:

@@ -142,7 +142,7 @@ def _embedded_variants(steps: int, batch: int) -> tuple[VariantRecipe, ...]:
 #:
 #: The scenes, weights and variant settings come from a 13-configuration sweep (one GPU, fp32, one seed
 #: each, downstream_test n=256, this code path): the previous recipe's finetuned model scored 71.1 / 65.2 /
-#: 53.9 % (grounding / VE / VQA), this one's 84.4 / 85.5 / 74.6 % (3500 pretraining steps there; 2700
+#: 53.9 % (grounding / VE / VQA), this one's 84.4 / 85.5 / 74.6 % (3500 pretraining steps there; 3000
 #: here to stay inside the 10-minute CPU build). Wider or deeper backbones, a 4-layer encoder, batch 64,
 #: lr 1.5e-3 and adding captioning did less within the same CPU time. CPU numbers for this exact recipe
 #: are in README.md.
