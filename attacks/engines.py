@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from attacks.objective import Objective
+from attacks.threat import Threat
 
 
 @dataclass
@@ -32,7 +33,7 @@ def _random_start(images: torch.Tensor, eps: float, norm: str, seeds: list[int])
     out = images.clone()
     for i, seed in enumerate(seeds):
         g = torch.Generator().manual_seed(int(seed))
-        if norm == "linf":
+        if norm == Threat.LINF:
             noise = torch.rand(images[i].shape, generator=g) * (2 * eps) - eps
             out[i] = torch.clamp(images[i] + noise.to(images.device), 0, 1)
         else:
@@ -44,9 +45,9 @@ def _random_start(images: torch.Tensor, eps: float, norm: str, seeds: list[int])
 
 
 def run_pgd(objective: Objective, images: torch.Tensor, eps: float, alpha: float, steps: int,
-            norm: str = "linf", random_start: bool = True, early_stop: bool = True,
+            norm: Threat = Threat.LINF, random_start: bool = True, early_stop: bool = True,
             seeds: list[int] | None = None, eps_for_division: float = 1e-10) -> EngineResult:
-    """PGD (norm 'linf' or 'l2'); FGSM is ``steps=1, alpha=eps, random_start=False``."""
+    """PGD (``Threat.LINF`` or ``Threat.L2``); FGSM is ``steps=1, alpha=eps, random_start=False``."""
     n = len(images)
     device = images.device
     x0 = images.detach()
@@ -70,7 +71,7 @@ def run_pgd(objective: Objective, images: torch.Tensor, eps: float, alpha: float
             if len(active) == 0:
                 break
         base = x0.index_select(0, active)
-        if norm == "linf":
+        if norm == Threat.LINF:
             new = x.detach() + alpha * grad.sign()
             delta = torch.clamp(new - base, min=-eps, max=eps)
         else:

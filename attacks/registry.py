@@ -1,200 +1,196 @@
-"""Image attacks by name: what each one is, which tasks it applies to, and how to run it on a batch.
+"""The attack registry: one ``AttackSpec`` per attack holds everything the suite knows about it.
 
-``fgsm``, ``pgd`` and ``pgdl2`` run on the project's early-stopping engines (step-for-step torchattacks'
-rules, see ``attacks.engines``); the others are torchattacks' own classes on the task view. An attack
-that cannot apply to a task (AutoAttack or a DLR/targeted loss on a task with fewer than 3 answers) is
-refused before any work starts.
+An attack is one module (``attacks/image/*.py``, ``attacks/text/recipes/*.py``, ``attacks/text/joint.py``)
+that builds its ``AttackSpec`` (runner, display name, threat, white-/black-box, bounded or not, minimum
+classes, offline resources, its own options dataclass) and calls :func:`register`. Nothing outside an
+attack's module looks at its name: the evaluator, the CLI, the reports and the tests read the spec.
+
+Budgets shared by the iterative attacks (steps, step size, restarts, random start, early stopping) are
+``AttackParams``; options of one attack (Square's query budget, C&W's constant, the text attacks' word
+budget) are that attack's options dataclass, carried inside ``AttackParams.options``. Settings stored
+with a run are flat (``params.queries``, ``params.cw_c``, ...), as they always were: an option's
+settings key is its ``key`` metadata.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from attacks.engines import EngineResult, run_pgd
-from attacks.objective import Objective
+from attacks.engines import EngineResult
+from attacks.threat import Threat
 from attacks.views import TaskView
+from robustbench_ofa.configcli import cli_fields, opt, positive, step_size
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.registry import Registry
+
+#: ``runner(spec, view, images, eps, params, seeds) -> EngineResult`` (image attacks)
+ImageRunner = Callable[["AttackSpec", TaskView, torch.Tensor, float, "AttackParams", list[int]], EngineResult]
 
 
 @dataclass(frozen=True)
 class AttackParams:
-    """Budget and settings shared by all attacks (each uses what applies to it)."""
+    """Budget shared by the iterative attacks, plus each attack's own options (by options class)."""
 
-    steps: int = 10
-    #: step size; None -> 2.5 * eps / steps (Madry et al.'s rule), or eps for FGSM
-    alpha: float | None = None
-    restarts: int = 1
+    steps: int = opt(10, help="iterations of the iterative attacks", check=positive)
+    alpha: float | None = opt(None, type=float, help="step size (default 2.5 * eps / steps)", check=step_size)
+    restarts: int = opt(1, help="random restarts", check=positive)
     random_start: bool = True
-    early_stop: bool = True
-    queries: int = 500
-    cw_c: float = 1.0
-    cw_steps: int = 50
-    cw_lr: float = 0.01
-    #: text attacks: words a perturbation may change, model queries per sample, candidates per model call
-    text_words: int = 1
-    text_queries: int = 300
-    text_batch: int = 32
-    #: co-attack: image L-inf budget (a fraction, as on the command line) and the text recipe of its stage 1
-    co_eps: str = "2/255"
-    co_text: str = "pwws"
+    early_stop: bool = opt(True, help="keep attacking samples already fooled (no early stopping)",
+                           flag="--no-early-stop")
+    #: options class -> instance, for attacks that have options (missing ones take their defaults)
+    options: Mapping[type, Any] = field(default_factory=dict)
 
-    #: fields that only text attacks read (left out of a run's stored settings when it has none)
-    TEXT_FIELDS = ("text_words", "text_queries", "text_batch", "co_eps", "co_text")
+    def opt(self, cls: type):
+        """The options of one attack (its dataclass's defaults unless given)."""
+        return self.options.get(cls) or cls()
+
+    @classmethod
+    def of(cls, **flat: Any) -> AttackParams:
+        """Build from flat settings keys, e.g. ``AttackParams.of(steps=5, queries=200, text_words=2)``."""
+        common = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        by_key = {key: (oc, name) for oc in option_classes() for name, key in _keys(oc).items()}
+        values: dict[type, dict[str, Any]] = {}
+        for key, value in flat.items():
+            if key in common:
+                continue
+            if key not in by_key:
+                raise RobustOFAError(f"attack parameter {key!r} is not known; valid: "
+                                     f"{', '.join(sorted(common | set(by_key)))}")
+            oc, name = by_key[key]
+            values.setdefault(oc, {})[name] = value
+        return cls(**{k: v for k, v in flat.items() if k in common},
+                   options={oc: oc(**kw) for oc, kw in values.items()})
+
+    def replace(self, **common: Any) -> AttackParams:
+        return dataclasses.replace(self, **common)
+
+    def settings(self, with_text: bool) -> dict[str, Any]:
+        """The flat dict stored with a run: the shared budget, image attacks' options always, text and
+        joint attacks' options only when the run has a text attack (runs without keep what they had)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        for spec in _specs_with_options():
+            if spec.threat.modality != "image" and not with_text:
+                continue
+            values = self.opt(spec.options)
+            for name, key in _keys(spec.options).items():
+                out.setdefault(key, getattr(values, name))
+        return out
+
+
+def _keys(options_cls: type) -> dict[str, str]:
+    """Field name -> settings key of an options dataclass."""
+    return {f.name: f.metadata.get("key") or f.name for f in dataclasses.fields(options_cls)}
 
 
 @dataclass(frozen=True)
 class AttackSpec:
+    """Everything about one attack. ``runner``: image attacks (and the joint one); ``recipe``: text
+    attacks' TextAttack builder (``attacks.text.engine`` runs it)."""
+
     name: str
-    norm: str  # "linf" or "l2"
+    display: str
+    threat: Threat
     kind: str  # "white-box" or "black-box"
     description: str
+    runner: ImageRunner | None = None
+    recipe: Callable | None = None
+    #: False for attacks that search without a budget (C&W): a result outside the ball is not counted
+    bounded: bool = True
     min_classes: int = 2
     closed_only: bool = False
     #: offline resources a text attack needs (``attacks.text.resources``)
     needs: tuple[str, ...] = ()
+    #: the attack's own options dataclass (fields declared with ``configcli.opt``), if any
+    options: type | None = None
+    #: attacks run as a stage of this one (co-attack's text recipe), for resource checks
+    stages: Callable[[AttackParams], tuple[str, ...]] | None = None
+
+    @property
+    def norm(self) -> Threat:
+        return self.threat
 
     @property
     def modality(self) -> str:
-        """'image', 'text' (norm 'text') or 'joint' (norm 'linf+text')."""
-        return {"text": "text", "linf+text": "joint"}.get(self.norm, "image")
+        """'image', 'text' or 'joint'."""
+        return self.threat.modality
+
+    @property
+    def white_box(self) -> bool:
+        return self.kind == "white-box"
+
+    def refusal(self, task) -> str | None:
+        """Why this attack cannot run on ``task`` (one line), or None."""
+        if self.closed_only and not task.closed_answers:
+            return f"attack {self.name!r} applies to closed-answer tasks only, not {task.name!r}"
+        if task.num_classes < self.min_classes:
+            return (f"attack {self.name!r} needs a task with >= {self.min_classes} answers; "
+                    f"{task.name!r} has {task.num_classes}")
+        return None
 
     def check_task(self, task) -> None:
         """Refuse an attack/task pair that cannot work, before any computation."""
-        if self.closed_only and not task.closed_answers:
-            raise RobustOFAError(f"attack {self.name!r} applies to closed-answer tasks (ve, vqa) only, not {task.name!r}")
-        n = len(task.answers) if task.closed_answers else 2
-        if n < self.min_classes:
-            raise RobustOFAError(
-                f"attack {self.name!r} needs a task with >= {self.min_classes} answers; {task.name!r} has {n}"
-            )
+        why = self.refusal(task)
+        if why:
+            raise RobustOFAError(why)
 
 
 ATTACKS: Registry[AttackSpec] = Registry("attack")
-_RUNNERS: dict[str, Callable[[AttackSpec, TaskView, torch.Tensor, float, AttackParams, list[int]], EngineResult]] = {}
 
 
-def _register(spec: AttackSpec, runner) -> None:
-    ATTACKS.register(spec.name)(spec)
-    _RUNNERS[spec.name] = runner
+def register(spec: AttackSpec) -> AttackSpec:
+    """Register an attack (called once by its module)."""
+    if spec.kind not in ("white-box", "black-box"):
+        raise ValueError(f"attack {spec.name!r}: kind must be 'white-box' or 'black-box'")
+    if spec.threat.modality == "text" and spec.recipe is None:
+        raise ValueError(f"text attack {spec.name!r} needs a recipe")
+    if spec.threat.modality != "text" and spec.runner is None:
+        raise ValueError(f"attack {spec.name!r} needs a runner")
+    return ATTACKS.register(spec.name)(spec)
+
+
+def specs(threat: Threat | None = None, modality: str | None = None) -> list[AttackSpec]:
+    """Registered specs (in name order), optionally of one threat or modality."""
+    out = [ATTACKS.get(n) for n in ATTACKS]
+    return [s for s in out if (threat is None or s.threat is threat) and (modality is None or s.modality == modality)]
+
+
+def _specs_with_options() -> list[AttackSpec]:
+    seen, out = set(), []
+    for s in specs():
+        if s.options is not None and s.options not in seen:
+            seen.add(s.options)
+            out.append(s)
+    return out
+
+
+def option_classes() -> list[type]:
+    """Every registered attack's options dataclass, once each (CLI options are generated from them)."""
+    return [s.options for s in _specs_with_options()]
+
+
+def option_owner(options_cls: type) -> list[str]:
+    return [s.name for s in specs() if s.options is options_cls]
 
 
 def run_attack(name: str, view: TaskView, images: torch.Tensor, eps: float, params: AttackParams,
                seeds: list[int]) -> EngineResult:
-    """Run attack ``name`` on the view's batch; ``seeds`` are per-sample (random starts, stock RNG)."""
+    """Run image attack ``name`` on the view's batch; ``seeds`` are per-sample (random starts, stock RNG)."""
     spec = ATTACKS.get(name)
     if spec.modality != "image":
         raise RobustOFAError(f"attack {name!r} perturbs text: run it through attacks.text, not run_attack")
     spec.check_task(view.task)
-    view.set_budget(spec.norm, None if name == "cw" else eps)
-    return _RUNNERS[name](spec, view, images, eps, params, seeds)
+    view.set_budget(spec.threat, eps if spec.bounded else None)
+    return spec.runner(spec, view, images, eps, params, seeds)
 
 
-def _alpha(params: AttackParams, eps: float) -> float:
-    return params.alpha if params.alpha is not None else 2.5 * eps / params.steps
+def options_help() -> dict[type, str]:
+    """Option group titles for the CLI: which attacks read each options class."""
+    return {oc: ", ".join(option_owner(oc)) for oc in option_classes()}
 
 
-def _own(norm: str, single_step: bool = False):
-    def runner(spec, view, images, eps, params, seeds):
-        objective = Objective(view)
-        if single_step:
-            return run_pgd(objective, images, eps, eps, 1, norm, random_start=False,
-                           early_stop=False, seeds=seeds)
-        best = None
-        for restart in range(max(1, params.restarts)):
-            res = run_pgd(objective, images, eps, _alpha(params, eps), params.steps, norm,
-                          params.random_start, params.early_stop, [s + 7919 * restart for s in seeds])
-            best = res if best is None else _keep_fooled(view, best, res)
-        return best
-
-    return runner
-
-
-def _keep_fooled(view: TaskView, a: EngineResult, b: EngineResult) -> EngineResult:
-    """Across restarts keep, per sample, an image that fools the model if either restart found one."""
-    with torch.no_grad():
-        preds = view.task.predict(view.model, view.batch, images=a.adv)
-    fooled = torch.tensor([not p.correct for p in preds], device=a.adv.device)
-    adv = torch.where(fooled[:, None, None, None], a.adv, b.adv)
-    return EngineResult(adv, a.stopped | b.stopped, a.first_grad)
-
-
-def _stock(build):
-    def runner(spec, view, images, eps, params, seeds):
-        torch.manual_seed(int(seeds[0]) if seeds else 0)
-        attack = build(view, eps, params, int(seeds[0]) if seeds else 0)
-        adv = attack(images, view.labels())
-        return EngineResult(adv.detach(), torch.zeros(len(images), dtype=torch.bool),
-                            torch.full((len(images),), float("nan")))
-
-    return runner
-
-
-def _apgd(loss: str):
-    def build(view, eps, params, seed):
-        import torchattacks
-
-        return torchattacks.APGD(view, norm="Linf", eps=eps, steps=params.steps, n_restarts=params.restarts,
-                                 seed=seed, loss=loss)
-
-    return build
-
-
-def _apgdt(view, eps, params, seed):
-    import torchattacks
-
-    return torchattacks.APGDT(view, norm="Linf", eps=eps, steps=params.steps, n_restarts=params.restarts,
-                              seed=seed, n_classes=view.num_classes)
-
-
-def _autoattack(view, eps, params, seed):
-    import torchattacks
-
-    return torchattacks.AutoAttack(view, norm="Linf", eps=eps, version="standard", n_classes=view.num_classes,
-                                   seed=seed)
-
-
-def _cw(view, eps, params, seed):
-    import torchattacks
-
-    return torchattacks.CW(view, c=params.cw_c, steps=params.cw_steps, lr=params.cw_lr)
-
-
-def _square(view, eps, params, seed):
-    import torchattacks
-
-    return torchattacks.Square(view, norm="Linf", eps=eps, n_queries=params.queries, n_restarts=params.restarts,
-                               seed=seed)
-
-
-_register(AttackSpec("fgsm", "linf", "white-box", "FGSM (Goodfellow et al.), one signed-gradient step"),
-          _own("linf", single_step=True))
-_register(AttackSpec("pgd", "linf", "white-box", "PGD L-inf (Madry et al.), early stopping"), _own("linf"))
-_register(AttackSpec("pgdl2", "l2", "white-box", "PGD L2 (Madry et al.), early stopping"), _own("l2"))
-_register(AttackSpec("apgd-ce", "linf", "white-box", "APGD with cross-entropy (Croce & Hein)"), _stock(_apgd("ce")))
-_register(AttackSpec("apgd-dlr", "linf", "white-box", "APGD with the DLR loss", min_classes=3),
-          _stock(_apgd("dlr")))
-_register(AttackSpec("apgd-t", "linf", "white-box", "targeted APGD-DLR over the top classes", min_classes=3),
-          _stock(_apgdt))
-_register(AttackSpec("autoattack", "linf", "white-box", "AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square)",
-                     min_classes=3, closed_only=True), _stock(_autoattack))
-_register(AttackSpec("cw", "l2", "white-box", "Carlini-Wagner L2; success counted within the L2 eps"),
-          _stock(_cw))
-_register(AttackSpec("square", "linf", "black-box", "Square attack, score-based black-box"), _stock(_square))
-
-
-def _register_text() -> None:
-    """Text recipes (norm 'text', budget in words) and the joint co-attack; run by ``attacks.text``."""
-    from attacks.text.catalog import CO_ATTACK, TEXT_RECIPES
-
-    for info in TEXT_RECIPES.values():
-        ATTACKS.register(info.name)(AttackSpec(info.name, "text", "black-box", info.description, needs=info.needs))
-    ATTACKS.register(CO_ATTACK)(AttackSpec(
-        CO_ATTACK, "linf+text", "white-box",
-        "Co-Attack: text attack (--co-text, default pwws) then image PGD conditioned on the adversarial text"))
-
-
-_register_text()
+__all__ = ["ATTACKS", "AttackParams", "AttackSpec", "cli_fields", "register", "run_attack", "specs"]

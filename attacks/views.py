@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attacks.threat import Threat
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.tasks.base import Task, TaskBatch
 
@@ -53,13 +54,11 @@ class TaskView(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return len(self.task.answers) if self.task.closed_answers else 2
+        return self.task.num_classes
 
     def labels(self) -> torch.Tensor:
         """The label each row must keep: its answer index, or class 0 (the reference output)."""
-        if self.task.closed_answers:
-            return self.task.labels(self.batch.samples).to(self.clean.device)
-        return torch.zeros(len(self.batch), dtype=torch.long, device=self.clean.device)
+        return self.task.attack_labels(self.batch.samples).to(self.clean.device)
 
     def set_budget(self, norm: str | None, eps: float | None) -> None:
         """The attack's threat model: every image it queries lies within ``eps`` of its clean image."""
@@ -73,7 +72,7 @@ class TaskView(nn.Module):
         if len(self.clean) == 1:
             return torch.zeros(len(images), dtype=torch.long, device=images.device)
         norm, eps = getattr(self, "budget", (None, None))
-        p = 2.0 if norm == "l2" else float("inf")
+        p = 2.0 if norm == Threat.L2 else float("inf")
         dist = torch.cdist(images.detach().flatten(1).float(), self.clean.flatten(1).float(), p=p)
         two = dist.topk(2, dim=1, largest=False)
         best, second = two.values[:, 0], two.values[:, 1]
@@ -86,11 +85,6 @@ class TaskView(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         idx = self.match(images)
         self.counters.add(idx, torch.is_grad_enabled() and images.requires_grad)
-        ids = self.input_ids.index_select(0, idx)
-        if self.task.closed_answers:
-            return self.task.logits(self.model, ids, images)
-        enc = self.task.encode(self.model, ids, images)
-        from robustbench_ofa.models.generation import sequence_nll
-
-        nll = sequence_nll(self.model, enc, self.targets.index_select(0, idx))
-        return torch.stack([-nll, torch.zeros_like(nll)], dim=1)
+        logits, _ = self.task.attack_logits(self.model, self.input_ids.index_select(0, idx), images,
+                                            self.targets.index_select(0, idx))
+        return logits

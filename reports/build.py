@@ -1,4 +1,5 @@
-"""The report model: everything a report shows, computed once from a results directory.
+"""Building the report model (``reports.model.Report``): everything a report shows, computed once from a
+results directory.
 
 HTML, PDF, Markdown and LaTeX are renderings of this one object, so the formats can never disagree on
 a number. All numbers come from ``robustbench_ofa.evaluation.outputs.compute`` over the SQLite store
@@ -11,113 +12,18 @@ import datetime as _dt
 import json
 import math
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from reports.headline import Comparison, attack_name
-from reports.tables import Table
+from attacks.threat import THREATS
+from reports.headline import Comparison
+from reports.model import Report, Threat
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.evaluation.store import STORE_FILE
 
-STORE_FILE = "results.sqlite"
 ABLATION_FILE = "ablation.csv"
-
-
-@dataclass(frozen=True)
-class Threat:
-    """One column of the comparison: clean inputs, or a norm and budget attacked by ``attacks``."""
-
-    norm: str            # "clean", "linf", "l2", "text" (budget in words) or "linf+text" (joint)
-    eps_label: str
-    eps: float
-    attacks: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.norm, self.eps_label)
-
-    @property
-    def short(self) -> str:
-        """Column heading: 'clean', 'L∞ 4/255', 'L2 0.5'."""
-        if self.norm == "clean":
-            return "clean"
-        if self.norm in ("text", "linf+text"):
-            return f"{'text' if self.norm == 'text' else 'L∞+text'} {self.eps_label}"
-        return f"{'L∞' if self.norm == 'linf' else 'L2'} {self.eps_label}"
-
-    @property
-    def phrase(self) -> str:
-        """As used in a sentence after 'under': 'PGD at 4/255', 'the worst case of FGSM and PGD at 4/255'."""
-        if self.norm == "clean":
-            return "clean"
-        names = [attack_name(a) for a in self.attacks] or ["attack"]
-        who = names[0] if len(names) == 1 else "the worst case of " + ", ".join(names[:-1]) + " and " + names[-1]
-        budget = {"linf": self.eps_label, "text": self.eps_label.replace("words=", "<= ") + " word(s)",
-                  "linf+text": self.eps_label.replace("+words=", " with <= ") + " word(s)"}.get(
-            self.norm, f"L2 radius {self.eps_label}")
-        return f"{who} at {budget}"
-
-
-@dataclass
-class Figure:
-    """A rendered plot: PNG bytes plus the words around it."""
-
-    key: str
-    title: str
-    caption: str
-    png: bytes
-
-    @property
-    def uri(self) -> str:
-        import base64
-
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
-
-    @property
-    def width_in(self) -> float:
-        """Natural width in inches (pixels / dpi), so a small figure is not blown up to the page width."""
-        import io
-
-        from PIL import Image
-
-        with Image.open(io.BytesIO(self.png)) as im:
-            dpi = im.info.get("dpi", (150, 150))[0] or 150
-            return im.width / float(dpi)
-
-
-@dataclass
-class Report:
-    """What every output format renders."""
-
-    title: str
-    results_dir: Path
-    generated: str
-    complete: bool
-    tasks: list[str]
-    variants: list[str]
-    variant_meta: dict[str, dict]
-    reference: str | None
-    threats: dict[str, list[Threat]]
-    comparisons: dict[str, list[Comparison]]
-    tables: dict[str, pd.DataFrame]
-    settings: dict
-    run: dict
-    flags: pd.DataFrame
-    headline: dict[str, list[Comparison]] = field(default_factory=dict)
-    figures: list[Figure] = field(default_factory=list)
-    result_tables: list[Table] = field(default_factory=list)
-    headline_tables: dict[str, Table] = field(default_factory=dict)
-    examples: list = field(default_factory=list)
-    text_examples: list = field(default_factory=list)
-    metadata: list[tuple[str, str]] = field(default_factory=list)
-    variant_table: Table | None = None
-    notes: list[str] = field(default_factory=list)
-    ablation: pd.DataFrame | None = None
-
-    def method(self, variant: str) -> str:
-        return str(self.variant_meta.get(variant, {}).get("method") or "")
 
 
 # -- loading -------------------------------------------------------------------------------------------
@@ -172,7 +78,7 @@ def _threats(samples: pd.DataFrame, worst: pd.DataFrame, task: str) -> list[Thre
         return out
     s = samples[samples.task == task]
     w = worst[worst.task == task]
-    for norm in ("linf", "l2", "text", "linf+text"):
+    for norm in THREATS:
         attacks = tuple(dict.fromkeys(s[s.norm == norm].attack))
         levels = w[w.norm == norm][["eps_label", "eps"]].drop_duplicates().sort_values("eps")
         out += [Threat(norm, str(r.eps_label), float(r.eps), attacks) for r in levels.itertuples()]

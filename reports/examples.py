@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from robustbench_ofa.tasks import TASK_REGISTRY
+
 #: Samples shown per variant and task.
 PER_VARIANT = 2
 #: Display size of example images (pixels, nearest-neighbour upscaling keeps pixels visible).
@@ -28,6 +30,11 @@ DISPLAY = 160
 
 _NUM = r"-?\d+(?:\.\d+)?"
 _BOX = re.compile(rf"({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})")
+
+
+def draws_boxes(task: str) -> bool:
+    """Whether a task's predictions are boxes to draw on the image (``Task.output_kind``)."""
+    return task in TASK_REGISTRY and TASK_REGISTRY.get(task).output_kind == "box"
 
 
 @dataclass
@@ -167,7 +174,7 @@ def _image_example(r: pd.Series, clean_png: bytes, sample: dict) -> ImageExample
                       adv_correct=bool(r.adv_correct), text=str(sample.get("text") or ""),
                       reference=str(sample.get("reference") or ""), amplification=k, linf=peak)
     boxes_clean, boxes_adv, scale = [], [], (1.0, 1.0)
-    if r.task == "grounding":
+    if draws_boxes(r.task):
         h, w = clean.shape[:2]
         if sample.get("width") and sample.get("height"):
             scale = (w / float(sample["width"]), h / float(sample["height"]))

@@ -21,17 +21,12 @@ from robustbench_ofa.stats import wilson_interval
 #: Significance level of the headline sentences (two-sided, not corrected for multiple comparisons).
 ALPHA = 0.05
 
-#: How attack names are printed in sentences and tables.
-ATTACK_NAMES = {
-    "fgsm": "FGSM", "pgd": "PGD", "pgdl2": "PGD-L2", "apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR",
-    "apgd-t": "APGD-T", "autoattack": "AutoAttack", "cw": "C&W", "square": "Square", "fab": "FAB",
-    "deepwordbug": "DeepWordBug", "pruthi": "Pruthi", "pwws": "PWWS", "textfooler-glove": "TextFooler-GloVe",
-    "badchars": "Bad Characters", "co-attack": "Co-Attack",
-}
-
-
 def attack_name(name: str) -> str:
-    return ATTACK_NAMES.get(name, name)
+    """How an attack is printed in sentences and tables: its registered display name (``AttackSpec.display``);
+    a name no longer registered (an old results file) prints as stored."""
+    from attacks import ATTACKS
+
+    return ATTACKS.get(name).display if name in ATTACKS else name
 
 
 def paired_diff_ci(both: int, only_a: int, only_b: int, neither: int,

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+from reports.examples import draws_boxes
 from reports.headline import attack_name
 
 if TYPE_CHECKING:
-    from reports.build import Report
+    from reports.model import Report
 
 
 def _templates_dir():
@@ -70,7 +71,7 @@ def render(report: Report) -> str:
         r=report, css=_static("report.css"), js=_static("report.js"),
         flag_rows=_flag_rows(report), flags_table=flags_table(report),
         example_groups=_example_groups(report),
-        has_grounding=any(e.task == "grounding" for e in report.examples),
+        has_boxes=any(draws_boxes(e.task) for e in report.examples),
         thresholds={"vanishing": f"{agg.VANISHING_GRAD:g}", "large_eps": f"{agg.LARGE_EPS_MAX_ACC:.0%}",
                     "nondet": f"{agg.NONDETERMINISM_TOL:g}"},
     )

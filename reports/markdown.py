@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from reports.tables import Cell, Table
 
 if TYPE_CHECKING:
-    from reports.build import Report
+    from reports.model import Report
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.io import atomic_write
 
 INSTALL_HINT = "pip install 'weasyprint>=70,<71' (and the pango library: apt-get install libpango-1.0-0 libpangoft2-1.0-0)"
 
@@ -37,7 +38,5 @@ def write_pdf(html: str, path: Path, base_url: str | Path | None = None) -> Path
 
     # weasyprint warns about screen-only CSS it ignores (sticky headers, user-select): not our problem here.
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
-    tmp = path.with_name(path.name + ".tmp")
-    weasyprint.HTML(string=html, base_url=str(base_url or path.parent)).write_pdf(str(tmp))
-    tmp.replace(path)
-    return path
+    page = weasyprint.HTML(string=html, base_url=str(base_url or path.parent))
+    return atomic_write(path, lambda tmp: page.write_pdf(str(tmp)))

@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from reports.build import Figure
+from attacks.threat import Threat
 from reports.headline import attack_name
+from reports.model import Figure
 from reports.tables import fmt_params
 
 if TYPE_CHECKING:
-    from reports.build import Report
+    from reports.model import Report
 
 DPI = 150
 WIDTH = 9.5  # inches; scaled to the page/column width by HTML and PDF
@@ -81,7 +82,7 @@ def robust_vs_eps(report: Report) -> Figure | None:
     if not len(worst):
         return None
     plt = _mpl()
-    panels = [(t, n) for t in report.tasks for n in ("linf", "l2") if len(worst[(worst.task == t) & (worst.norm == n)])]
+    panels = [(t, n) for t in report.tasks for n in Threat.image() if len(worst[(worst.task == t) & (worst.norm == n)])]
     if not panels:  # only text / joint threats: no pixel budget axis to plot against
         return None
     col = colours(report.variants)
@@ -106,8 +107,8 @@ def robust_vs_eps(report: Report) -> Figure | None:
             ax.set_xticks(np.r_[0.0, labels.eps.to_numpy(float)])
             ax.set_xticklabels(["0"] + list(labels.eps_label), rotation=45 if len(labels) > 4 else 0)
             ax.set_ylim(-3, 103)
-            ax.set_title(f"{task} ({'L∞' if norm == 'linf' else 'L2'})")
-            ax.set_xlabel("budget ε" + (" (pixels in [0, 1])" if norm == "linf" else " (L2)"))
+            ax.set_title(f"{task} ({norm.symbol})")
+            ax.set_xlabel("budget ε" + (" (pixels in [0, 1])" if norm is Threat.LINF else " (L2)"))
             ax.set_ylabel("robust accuracy (%)")
         _legend_below(fig, list(handles.values()), list(handles))
         png = _png(fig)
@@ -131,7 +132,7 @@ def params_vs_robust(report: Report) -> tuple[Figure | None, str]:
         fig, axes = _grid(len(report.tasks))
         handles: dict[str, object] = {}
         for ax, task in zip(axes, report.tasks):
-            threats = [t for t in report.threats[task] if t.norm in ("clean", "linf")]
+            threats = [t for t in report.threats[task] if t.norm in ("clean", Threat.LINF)]
             for v, p in known.items():
                 for i, th in enumerate(threats):
                     if th.norm == "clean":
@@ -303,7 +304,7 @@ def prompt_length_plot(report: Report) -> Figure | None:
         fig, axes = _grid(len(report.tasks), height=3.0)
         handles: dict[str, object] = {}
         for ax, task in zip(axes, report.tasks):
-            threats = [t for t in report.threats[task] if t.norm in ("clean", "linf")]
+            threats = [t for t in report.threats[task] if t.norm in ("clean", Threat.LINF)]
             for i, th in enumerate(threats):
                 for d_i, depth in enumerate(depths):
                     pts = []

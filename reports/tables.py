@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from attacks.threat import Threat
 from reports.headline import attack_name, fmt_p, fmt_points
 
 if TYPE_CHECKING:
-    from reports.build import Report
+    from reports.model import Report
 
 
 @dataclass
@@ -100,7 +101,7 @@ def fmt_params(n) -> str:
 
 
 def eps_cell(label: str, eps: float, norm: str) -> Cell:
-    return Cell(f"{'L∞' if norm == 'linf' else 'L2'}\u00a0{label}", float(eps))
+    return Cell(f"{Threat(norm).symbol}\u00a0{label}", float(eps))
 
 
 def flags_for(flags: pd.DataFrame, variant: str, task: str, norm: str = "", eps_label: str = "") -> list[str]:

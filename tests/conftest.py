@@ -77,10 +77,10 @@ def colour_samples(n: int, seed: int, size: int = 32):
 @pytest.fixture(scope="session")
 def micro_tokenizer(tmp_path_factory):
     from robustbench_ofa.data import synthetic as syn
-    from robustbench_ofa.models.instructions import instruction
     from robustbench_ofa.models.tokenizer import train_bpe
+    from robustbench_ofa.tasks import instruction, task_names
 
-    texts = syn.corpus_texts() + [instruction(t, "x") for t in ("grounding", "ve", "vqa", "caption")]
+    texts = syn.corpus_texts() + [instruction(t, "x") for t in task_names()]
     return train_bpe(texts, tmp_path_factory.mktemp("micro-tok"), vocab_size=300, num_bins=50)
 
 
@@ -100,3 +100,23 @@ def colour_model(micro_tokenizer):
     train(model, {"vqa": task}, {"vqa": colour_samples(512, 0)},
           TrainConfig(lr=5e-3, batch_size=32, max_steps=150, num_threads=2), progress=False)
     return model.eval(), task
+
+
+# --- a randomised micro OFA with a tokenizer for every task (task and registry tests) ------------------
+@pytest.fixture(scope="session")
+def task_tok(tmp_path_factory):
+    from robustbench_ofa.data import synthetic as syn
+    from robustbench_ofa.models.tokenizer import train_bpe
+    from robustbench_ofa.tasks import instruction, task_names
+
+    texts = syn.corpus_texts() + [instruction(t, "x") for t in task_names()]
+    return train_bpe(texts, tmp_path_factory.mktemp("task-tok"), vocab_size=400, num_bins=100)
+
+
+@pytest.fixture(scope="session")
+def task_model(task_tok):
+    cfg = OFAConfig(vocab_size=task_tok.vocab_size, d_model=32, encoder_layers=1, decoder_layers=1,
+                    encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                    decoder_ffn_dim=64, resnet_layers=[1, 1, 1], max_position_embeddings=128)
+    torch.manual_seed(0)
+    return randomize(OFAModel(cfg), std=0.1).eval()

@@ -83,7 +83,7 @@ def test_random_start_is_per_sample_so_batching_does_not_change_a_result(colour_
 def test_stock_attacks_run_on_sub_batches_through_image_matching(colour_batch, name):
     model, task, batch = colour_batch
     view = TaskView(model, task, batch)
-    res = run_attack(name, view, batch.images, 0.25, AttackParams(steps=10, queries=200), [0] * 16)
+    res = run_attack(name, view, batch.images, 0.25, AttackParams.of(steps=10, queries=200), [0] * 16)
     assert float((res.adv - batch.images).abs().max()) <= 0.25 + 1e-6
     fooled = sum(not p.correct for p in task.predict(model, batch, images=res.adv))
     assert fooled >= 8
@@ -93,13 +93,13 @@ def test_stock_attacks_run_on_sub_batches_through_image_matching(colour_batch, n
 
 def test_incompatible_attacks_are_refused_before_work(micro_tokenizer):
     grounding = get_task("grounding", micro_tokenizer, 32)
-    for name, msg in (("autoattack", "closed-answer tasks"), ("apgd-dlr", ">= 3 answers"), ("apgd-t", ">= 3")):
+    for name, msg in (("autoattack", "closed-answer tasks"), ("apgd-dlr", ">= 3 answers"), ("apgd-t", ">= 4")):
         with pytest.raises(RobustOFAError, match=msg):
             ATTACKS.get(name).check_task(grounding)
     with pytest.raises(RobustOFAError, match="unknown attack 'pgd2'; valid: apgd-ce"):
         ATTACKS.get("pgd2")
     two = get_task("vqa", micro_tokenizer, 32, answers=["yes", "no"])
-    with pytest.raises(RobustOFAError, match="needs a task with >= 3 answers"):
+    with pytest.raises(RobustOFAError, match="needs a task with >= 4 answers"):
         ATTACKS.get("autoattack").check_task(two)
 
 

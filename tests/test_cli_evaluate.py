@@ -51,6 +51,10 @@ def test_evaluate_end_to_end_and_resume(micro, tmp_path, capsys):
     (["--model", "no-such-model"], "unknown model 'no-such-model'"),
     (["--steps", "0"], "--steps: expected a positive integer"),
     (["--data", "nonsense"], "data source"),
+    (["--task", "detection"], "unknown task 'detection'"),
+    (["--queries", "0"], "--queries: expected a positive integer"),
+    (["--cw-c", "-1"], "--cw-c: expected a number >= 0"),
+    (["--alpha", "2"], "--alpha: expected a step size in (0, 1]"),
 ])
 def test_bad_input_is_one_line_and_exit_2(micro, tmp_path, capsys, extra, message):
     args = _args(micro, tmp_path / "o")

@@ -171,6 +171,21 @@ def test_fairseq_checkpoints_load_with_their_tuning_modules(tmp_path, batch, met
                                src(input_ids=ids, patch_images=images, decoder_input_ids=dec).logits)
 
 
+def test_fairseq_loader_knows_no_method_it_asks_the_registered_extensions(tmp_path, monkeypatch):
+    from robustbench_ofa.models import loading
+
+    src = randomize(get_method("prompt", length=3).apply(OFAModel(small_config()))).eval()
+    path = tmp_path / "checkpoint_best.pt"
+    torch.save(_as_fairseq(src), path)
+    with pytest.raises(RobustOFAError, match="unexpected 2 key.*_prompt_encoder"):
+        load_fairseq(path, extensions=[])  # without the prompt method the tensors are just unexpected
+    monkeypatch.setattr(loading, "_EXTENSIONS", {})
+    with pytest.raises(RobustOFAError, match="import robustbench_ofa.tuning"):
+        load_fairseq(path)
+    monkeypatch.undo()
+    assert load_fairseq(path).encoder.encoder_prompt_encoder.length == 3
+
+
 def test_fairseq_file_without_model_dict(tmp_path):
     path = tmp_path / "x.pt"
     torch.save({"weights": torch.zeros(1)}, path)

@@ -12,6 +12,7 @@ from PIL import Image
 from robustbench_ofa.data.manifest import read_manifest, write_manifest
 from robustbench_ofa.data.types import Sample
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.tasks import task_class
 
 
 def _image(width: int = 20, height: int = 10, seed: int = 0) -> Image.Image:
@@ -79,10 +80,10 @@ def test_vqa(folder):
         ["2", "2", "two"],
         None,
     )
-    assert sample.target_text == "2"
+    assert task_class(sample.task).reference_text(sample) == "2"
     record["answer"] = "two"
     (sample,) = read_manifest(_write(folder, [record]), "vqa")
-    assert sample.target_text == "two"
+    assert task_class(sample.task).reference_text(sample) == "two"
 
 
 def test_caption_and_extra_keys_go_to_meta(folder):

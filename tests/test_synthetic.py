@@ -9,8 +9,9 @@ import re
 import pytest
 
 from robustbench_ofa.data import synthetic as syn
-from robustbench_ofa.data.types import TASKS, VE_LABELS, Sample
+from robustbench_ofa.data.types import VE_LABELS, Sample
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.tasks import task_class
 
 N = 60  # per task and split for the broad checks; label statistics use more
 MARGIN = syn.SceneConfig().relation_margin * syn.SceneConfig().image_size  # pixels at defaults
@@ -26,7 +27,7 @@ def _record(s: Sample) -> tuple:
 
 @pytest.fixture(scope="module")
 def data() -> dict[tuple[str, str], list[Sample]]:
-    return {(t, sp): syn.generate(t, sp, N) for t in TASKS for sp in syn.SPLITS}
+    return {(t, sp): syn.generate(t, sp, N) for t in syn.SYNTHETIC_TASKS for sp in syn.SPLITS}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def _parse(phrase: str) -> dict:
 # --- determinism ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", syn.SYNTHETIC_TASKS)
 def test_same_arguments_give_identical_samples(task: str) -> None:
     a = [_record(s) for s in syn.generate(task, "train", 25)]
     b = [_record(s) for s in syn.generate(task, "train", 25)]
@@ -99,7 +100,7 @@ def test_splits_share_no_image(data: dict) -> None:
 
 def test_uids_and_generate_all_interleave() -> None:
     mixed = syn.generate_all("val", 3)
-    assert [s.task for s in mixed] == list(TASKS) * 3
+    assert [s.task for s in mixed] == list(syn.SYNTHETIC_TASKS) * 3
     assert mixed[0].uid == "syn-val-grounding-000000"
     assert mixed[-1].uid == "syn-val-caption-000002"
     spec = syn.SyntheticSpec(split="val", n_per_task=3)
@@ -129,7 +130,7 @@ def _named_pairs(text: str) -> set[tuple[str, str]]:
 def test_pretraining_never_shows_or_names_held_out_pairs(data: dict) -> None:
     held = set(syn.HELD_OUT_COMBOS)
     for split in syn.PRETRAIN_SPLITS:
-        for task in TASKS:
+        for task in syn.SYNTHETIC_TASKS:
             for s in data[(task, split)]:
                 assert not any((o["color"], o["shape"]) in held for o in s.meta["scene"]), s.uid
                 assert not any(tuple(c) in held for c in s.meta["combos"]), s.uid
@@ -141,7 +142,7 @@ def test_pretraining_never_shows_or_names_held_out_pairs(data: dict) -> None:
 def test_every_downstream_sample_is_about_a_held_out_pair(data: dict) -> None:
     held = set(syn.HELD_OUT_COMBOS)
     for split in syn.DOWNSTREAM_SPLITS:
-        for task in TASKS:
+        for task in syn.SYNTHETIC_TASKS:
             for s in data[(task, split)]:
                 assert any((o["color"], o["shape"]) in held for o in s.meta["scene"]), s.uid
                 assert s.meta["held_out"] and any(tuple(c) in held for c in s.meta["combos"]), s.uid
@@ -256,7 +257,7 @@ def test_captions_describe_every_object(data: dict) -> None:
     for split in syn.SPLITS:
         for s in data[("caption", split)]:
             assert len(s.captions) == 3 and all(c.strip() for c in s.captions)
-            assert s.target_text == s.captions[0]
+            assert task_class(s.task).reference_text(s) == s.captions[0]
             for o in s.meta["scene"]:
                 assert f"{o['size']} {o['color']} {o['shape']}" in s.captions[0]
 

@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import randomize
 
 from robustbench_ofa.data import synthetic as syn
 from robustbench_ofa.errors import RobustOFAError
-from robustbench_ofa.models import OFAConfig, OFAModel
-from robustbench_ofa.models.instructions import instruction
-from robustbench_ofa.models.tokenizer import train_bpe
-from robustbench_ofa.tasks import TASK_REGISTRY, get_task
+from robustbench_ofa.tasks import get_task
 
 
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    texts = syn.corpus_texts() + [instruction(t, "x") for t in TASK_REGISTRY.names()]
-    return train_bpe(texts, tmp_path_factory.mktemp("tok"), vocab_size=400, num_bins=100)
+@pytest.fixture
+def tok(task_tok):
+    return task_tok
 
 
-@pytest.fixture(scope="module")
-def model(tok):
-    cfg = OFAConfig(vocab_size=tok.vocab_size, d_model=32, encoder_layers=1, decoder_layers=1,
-                    encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                    decoder_ffn_dim=64, resnet_layers=[1, 1, 1], max_position_embeddings=128)
-    torch.manual_seed(0)
-    return randomize(OFAModel(cfg), std=0.1).eval()
+@pytest.fixture
+def model(task_model):
+    return task_model
 
 
 def test_grounding_targets_are_the_box_bins_and_decode_back(tok):

@@ -14,9 +14,8 @@ import pytest
 import torch
 from conftest import colour_samples
 
-from attacks import AttackParams
+from attacks import AttackParams, specs
 from attacks.text.budget import TextBudget, words_changed
-from attacks.text.catalog import TEXT_RECIPES
 from attacks.text.resources import TextResourcesMissing, require
 from robustbench_ofa.cli import main
 from robustbench_ofa.evaluation.config import EvalConfig, parse_eps_list
@@ -75,7 +74,7 @@ def _outcomes(colour_model, name, words=1, queries=40, seeds=(3, 4)):
                            list(seeds), [1.0] * len(samples))
 
 
-@pytest.mark.parametrize("name", sorted(TEXT_RECIPES))
+@pytest.mark.parametrize("name", [s.name for s in specs(modality="text")])
 def test_each_recipe_runs_offline_within_its_budget(colour_model, text_resources, offline, name):
     for o in _outcomes(colour_model, name):
         assert o.status in ("successful", "failed")  # clean-correct samples: attacked, not skipped
@@ -97,20 +96,20 @@ def test_grounding_goal_succeeds_exactly_below_iou_half(text_resources):
     from attacks.text.resources import import_textattack
 
     import_textattack(text_resources)
-    from attacks.text.goals import GroundingGoal
+    from attacks.text.goals import TaskJudgedGoal
     from robustbench_ofa.data.types import Sample
-    from robustbench_ofa.tasks.grounding import Grounding
+    from robustbench_ofa.tasks.grounding import Grounding, GroundingOutput
 
     class Wrapper:
         model = None
 
     task = Grounding.__new__(Grounding)  # only iou_threshold is read
     sample = Sample(uid="g", task="grounding", image=None, text="x", box=(0.0, 0.0, 10.0, 10.0))
-    goal = GroundingGoal(Wrapper(), task, sample)
+    goal = TaskJudgedGoal(Wrapper(), task, sample)
     for height, success in ((4.9, True), (4.99, True), (5.0, False), (5.1, False), (10.0, False), (0.0, True)):
-        out = torch.tensor([0.0, 0.0, 10.0, height, 1.0], dtype=torch.float64)  # IoU = height / 10
+        out = GroundingOutput((0.0, 0.0, 10.0, height), 1.0)  # IoU = height / 10
         assert goal._is_goal_complete(out, None) is success, height
-    lo, hi = (torch.tensor([0.0, 0.0, 10.0, h, 1.0], dtype=torch.float64) for h in (4.0, 6.0))
+    lo, hi = (GroundingOutput((0.0, 0.0, 10.0, h), 1.0) for h in (4.0, 6.0))
     assert goal._get_score(lo, None) > goal._get_score(hi, None)
 
 
@@ -133,7 +132,7 @@ def test_batched_queries_match_one_at_a_time_and_cache(colour_model):
 
 def _config(**kw) -> EvalConfig:
     base = dict(attacks=["pgd", "deepwordbug", "co-attack"], tasks=["vqa"], eps=parse_eps_list("2/255,8/255"),
-                n_samples=8, batch_size=4, params=AttackParams(steps=3, text_queries=30, co_text="deepwordbug"),
+                n_samples=8, batch_size=4, params=AttackParams.of(steps=3, text_queries=30, co_text="deepwordbug"),
                 beam=1, transfer=False, sanity_samples=2)
     base.update(kw)
     return EvalConfig(**base)

@@ -11,10 +11,8 @@ import torch
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.models.instructions import (
     caption_target,
-    instruction,
     pre_caption,
     pre_question,
-    target_text,
     ve_answer,
 )
 from robustbench_ofa.models.tokenizer import (
@@ -25,6 +23,7 @@ from robustbench_ofa.models.tokenizer import (
     OFATokenizer,
     train_bpe,
 )
+from robustbench_ofa.tasks import instruction, target_text
 
 _WORDS = (
     "the a an red blue green yellow square circle triangle dog cat man woman person left right top bottom "

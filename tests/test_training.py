@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -14,9 +15,8 @@ from robustbench_ofa.data import synthetic as syn
 from robustbench_ofa.data.synthetic import SceneConfig
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.models import OFAConfig, OFAModel
-from robustbench_ofa.models.instructions import instruction
 from robustbench_ofa.models.tokenizer import train_bpe
-from robustbench_ofa.tasks import get_task
+from robustbench_ofa.tasks import get_task, instruction, task_names
 from robustbench_ofa.training import TrainConfig, evaluate_clean, train
 from robustbench_ofa.training import checkpoint as ckpt_mod
 from robustbench_ofa.training.ablation import expand_grid, parse_grid, run_grid, run_id
@@ -31,7 +31,7 @@ SCENE = syn.SceneConfig(image_size=SIZE)
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    texts = syn.corpus_texts() + [instruction(t, "x") for t in ("grounding", "ve", "vqa", "caption")]
+    texts = syn.corpus_texts() + [instruction(t, "x") for t in task_names()]
     return train_bpe(texts, tmp_path_factory.mktemp("tok"), vocab_size=400, num_bins=16)
 
 
@@ -331,7 +331,8 @@ def test_cli_tune_grid_writes_an_ablation_table(pretrained, tmp_path, capsys):
     assert all(r["trainable_params"] > 0 and "ve/accuracy" in r for r in rows)
     assert rows[0]["trainable_params"] != rows[1]["trainable_params"]
     assert rows[0]["depth"] == "both" and rows[0]["dropout"] == 0.2  # defaults are in the table too
-    assert (out / "runs" / "length-2_depth-both_reparam-on" / "variant.json").is_file()
+    run = out / "runs" / "length-2_depth-both_reparam-on"
+    assert (run / "card.json").is_file() and not (run / "variant.json").exists()  # one card per variant
 
 
 def test_cli_tune_single_run_is_a_loadable_variant(pretrained, tmp_path, capsys):
@@ -344,6 +345,20 @@ def test_cli_tune_single_run_is_a_loadable_variant(pretrained, tmp_path, capsys)
     assert "tuned lora variant" in capsys.readouterr().out
     entry = get(str(out))
     assert entry.card.method == "lora" and entry.card.hparams["rank"] == 2 and entry.image_size == 32
+
+
+def test_cli_rerun_of_a_finished_run_is_not_repeated(pretrained, tmp_path, capsys):
+    out = tmp_path / "bitfit"
+    argv = ["train", "tune", "--base", str(pretrained), "--method", "bitfit", "--task", "ve", "--steps", "1",
+            "--n", "2", "--eval-n", "2", "--batch-size", "2", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    weights = out / "trainable.safetensors"
+    os.utime(weights, (0, 0))
+    assert main(argv) == 0 and weights.stat().st_mtime == 0  # finished: not trained again
+    assert main(argv + ["--no-resume"]) == 0 and weights.stat().st_mtime != 0
+    capsys.readouterr()
+    assert main(["train", "pretrain", "--out", str(pretrained), "--quiet"]) == 0
+    assert "already trained" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("extra", "fragment"), [
@@ -365,3 +380,70 @@ def test_cli_tune_unknown_base_is_one_line(tmp_path, capsys):
     err = _cli_error(capsys, ["train", "tune", "--base", str(tmp_path / "nowhere"), "--method", "prompt",
                               "--task", "ve", "--out", str(tmp_path / "o"), "--home", str(tmp_path / "h")])
     assert "unknown model" in err
+
+
+# --- one pipeline: train -> evaluate -> save -> one card ------------------------------------------
+
+
+def test_pipeline_writes_a_base_and_a_variant_with_one_card_each(tok, data, tmp_path):
+    from robustbench_ofa.cards import ModelCard
+    from robustbench_ofa.models.loading import load_pretrained
+    from robustbench_ofa.training.pipeline import RunInfo, train_evaluate_save
+    from robustbench_ofa.tuning.variant import load_variant
+
+    ve, tasks = {"ve": data["ve"]}, _tasks(tok, ["ve"])
+    base_out = tmp_path / "base"
+    info = RunInfo(name="b", tasks=["ve"], seed=0, image_size=SIZE, data={"train": "x"},
+                   notes=lambda r: f"{r.steps} steps")
+    done = train_evaluate_save(_model(tok, dropout=0.0), tasks, ve, _cfg(max_steps=2, checkpoint_every=1), info,
+                               base_out, eval_data={"ve": data["ve"][:2]}, tokenizer=tok, work=tmp_path / "work",
+                               atomic=True, progress=False)
+    base = done.card
+    assert base.method == "pretrain" and set(base.sha256) == {"model"} and base.clean["ve"]["n"] == 2
+    assert base.notes == "2 steps" and base.trainable_params == base.total_params > 0 and base.data == {"train": "x"}
+    assert (base_out / "metrics.jsonl").is_file() and (base_out / "vocab.json").is_file()
+    assert not (tmp_path / "work" / "checkpoint.pt").exists() and not (tmp_path / "base.tmp").exists()
+    assert ModelCard.read(base_out).to_dict() == base.to_dict()
+
+    model = load_pretrained(base_out)
+    get_method("bitfit").apply(model)
+    vinfo = RunInfo(name="v", tasks=["ve"], base="b", seed=1, image_size=SIZE)
+    variant = train_evaluate_save(model, tasks, ve, _cfg(max_steps=1), vinfo, tmp_path / "v", base_dir=base_out,
+                                  progress=False).card
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["card.json", "metrics.jsonl",
+                                                                  "trainable.safetensors"]
+    assert variant.sha256["base"] == base.sha256["model"]  # one way to hash the base
+    assert variant.method == "bitfit" and variant.base == "b" and variant.clean == {} and variant.seed == 1
+    assert variant.base_path == str(base_out.resolve()) and variant.train["max_steps"] == 1
+    assert load_variant(tmp_path / "v").variant_card.to_dict() == {**variant.to_dict(), "path": variant.path}
+    with pytest.raises(ValueError, match="atomic"):
+        train_evaluate_save(_model(tok), tasks, ve, _cfg(max_steps=1), info, tmp_path / "x", atomic=True,
+                            progress=False)
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+    return out
+
+
+@pytest.mark.parametrize(("layer", "forbidden"), [
+    ("models", ("tuning", "training", "zoo", "cards", "commands", "evaluation")),
+    ("tuning", ("training", "zoo", "commands", "evaluation")),
+    ("training", ("zoo", "commands", "evaluation")),
+    ("cards.py", ("tuning", "training", "zoo", "commands", "evaluation")),
+])
+def test_imports_point_down_the_layers(layer, forbidden):
+    """models < cards < tuning < training < zoo: no module imports a layer above its own (not even lazily)."""
+    package = Path(__file__).resolve().parents[1] / "robustbench_ofa"
+    files = [package / layer] if layer.endswith(".py") else sorted((package / layer).glob("*.py"))
+    for path in files:
+        bad = sorted(m for m in _imports(path) if m.split(".")[:2] in [["robustbench_ofa", f] for f in forbidden])
+        assert not bad, f"{path.name} imports {bad}"

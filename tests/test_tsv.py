@@ -18,6 +18,7 @@ from robustbench_ofa.data.tsv import (
     read_tsv,
 )
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.tasks import task_class
 
 
 def _image(width: int = 20, height: int = 10, seed: int = 0) -> Image.Image:
@@ -76,7 +77,7 @@ def test_read_snli_ve_maps_labels(tmp_path):
     assert samples[0].text == "two dogs play"
     assert samples[0].premise == "dogs in a park"
     assert samples[2].premise is None
-    assert samples[0].target_text == "yes"
+    assert task_class(samples[0].task).reference_text(samples[0]) == "yes"
 
 
 def test_read_vqa(tmp_path):
@@ -85,7 +86,7 @@ def test_read_vqa(tmp_path):
     assert sample.text == "how many dogs?"
     assert sample.answers == ["two", "two", "two", "2", "2", "3"]
     assert sample.label == "two"
-    assert sample.target_text == "two"
+    assert task_class(sample.task).reference_text(sample) == "two"
     assert sample.meta["answer_scores"] == {"2": 0.6, "two": 1.0, "3": 0.3}
     assert sample.meta["predict_objects"] == "dog&&grass"
 
@@ -95,7 +96,7 @@ def test_read_caption_splits_references(tmp_path):
     (sample,) = read_tsv(_write(tmp_path, rows), "caption")
     assert sample.captions == ["A man rides a bike.", "a man on a bicycle"]
     assert sample.meta["image_id"] == "391895"
-    assert sample.target_text == "A man rides a bike."
+    assert task_class(sample.task).reference_text(sample) == "A man rides a bike."
 
 
 def test_standard_base64_and_missing_padding_accepted(tmp_path):

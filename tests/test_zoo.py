@@ -254,3 +254,60 @@ def test_cli_zoo_bad_input_is_one_line_and_exit_2(micro_default, tmp_path, capsy
     assert err.startswith("robust-ofa: error:") and "\n" not in err
     if fragment:
         assert fragment in err
+
+
+# --- the old two-card layout (variant.json + card.json) is still read -----------------------------
+
+
+def _as_old_layout(folder: Path, keep_card: bool = True) -> dict:
+    """Rewrite a variant folder as code before card version 2 left it; returns the old variant.json."""
+    card = json.loads((folder / "card.json").read_text())
+    old = {"name": card["name"], "method": card["method"], "hparams": card["hparams"], "task": ",".join(card["tasks"]),
+           "base_path": card.pop("base_path"), "base_sha256": card["sha256"]["base"],
+           "trainable_params": card["trainable_params"], "extra": {}}
+    (folder / "variant.json").write_text(json.dumps(old, indent=2, sort_keys=True))
+    if keep_card:
+        card["card_version"] = 1
+        (folder / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+    else:
+        (folder / "card.json").unlink()
+    return old
+
+
+@pytest.mark.parametrize("keep_card", [True, False], ids=["variant.json+card.json", "variant.json-only"])
+def test_variant_folders_in_the_old_layout_still_load_and_register(home, tmp_path, keep_card):
+    import shutil
+
+    from robustbench_ofa.tuning.variant import load_variant, read_variant_card, save_variant
+
+    source = artefact_dir(zoo.zoo_root(home, RECIPE), "adapter")
+    new_card = json.loads((source / "card.json").read_text())
+    folder = tmp_path / "old-adapter"
+    shutil.copytree(source, folder)
+    old = _as_old_layout(folder, keep_card)
+    card = read_variant_card(folder)
+    assert card.method == "adapter" and card.base_path == old["base_path"]
+    assert card.sha256 == new_card["sha256"] and card.hparams == old["hparams"]  # same hashes: evaluations resume
+    if keep_card:
+        assert card.clean == new_card["clean"] and card.base == "micro-base" and card.card_version == 1
+    else:
+        assert card.tasks == list(RECIPE.tasks) and card.status == "registered"
+    model = load_variant(folder)
+    assert model.variant_card.method == "adapter"
+    registered = zoo.register(folder, "old-adapter", tmp_path / "h", recipe=RECIPE)
+    assert registered.method == "adapter" and registered.sha256 == new_card["sha256"]
+    entry = zoo.get("old-adapter", tmp_path / "h", progress=False, recipe=RECIPE)
+    assert entry.card.method == "adapter" and entry.tokenizer.vocab_size == entry.model.config.vocab_size
+    # saving over an old folder leaves one card
+    save_variant(model, folder, name="old-adapter", task=card.tasks, base_dir=old["base_path"])
+    assert not (folder / "variant.json").exists()
+    assert read_variant_card(folder).base_path == old["base_path"]
+
+
+def test_zoo_variants_have_one_card(home):
+    root = zoo.zoo_root(home, RECIPE)
+    for spec in RECIPE.variants:
+        files = sorted(p.name for p in artefact_dir(root, spec.name).iterdir())
+        assert files == ["card.json", "metrics.jsonl", "trainable.safetensors"]
+        card = zoo.ModelCard.read(artefact_dir(root, spec.name))
+        assert card.base_path == str(artefact_dir(root, "base").resolve()) and card.card_version == 2

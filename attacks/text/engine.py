@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from attacks.registry import ATTACKS
 from attacks.text.budget import TextBudget, words, words_changed
-from attacks.text.catalog import TEXT_RECIPES
 from attacks.text.queries import SampleQueries, attack_text
 from attacks.text.resources import import_textattack, require
 from robustbench_ofa.data.types import Sample
@@ -51,14 +51,15 @@ def run_text_attack(name: str, model, task: Task, samples: Sequence[Sample], ima
                     budget: TextBudget, seeds: Sequence[int], clean_scores: Sequence[float] | None = None,
                     caption_drop: float = 0.5) -> list[TextOutcome]:
     """Attack each sample's text (image fixed) with recipe ``name``; ``images`` are the model's [0, 1] inputs."""
-    if name not in TEXT_RECIPES:
-        raise RobustOFAError(f"unknown text attack {name!r}: expected one of {', '.join(TEXT_RECIPES)}")
-    res = require(TEXT_RECIPES[name].needs)
+    spec = ATTACKS.get(name)
+    if spec.recipe is None:
+        raise RobustOFAError(f"attack {name!r} is not a text attack (expected a registered text recipe)")
+    res = require(spec.needs)
     import_textattack(res)
     from textattack.attack_results import SkippedAttackResult, SuccessfulAttackResult
 
+    from attacks.text.components import RecipeContext
     from attacks.text.goals import make_goal
-    from attacks.text.recipes import BUILDERS, RecipeContext
     from attacks.text.wrapper import OFASampleWrapper
 
     scores = list(clean_scores) if clean_scores is not None else [0.0] * len(samples)
@@ -66,12 +67,12 @@ def run_text_attack(name: str, model, task: Task, samples: Sequence[Sample], ima
     for sample, image, seed, clean_score in zip(samples, images, seeds, scores):
         queries = SampleQueries(model, task, sample, image, batch_size=budget.batch_size)
         wrapper = OFASampleWrapper(queries)
+        clean_output = None if task.closed_answers else queries.outputs([attack_text(task, sample)])[0]
         goal, truth = make_goal(task, sample, wrapper, clean_score=clean_score, caption_drop=caption_drop,
-                                query_budget=budget.queries, batch_size=budget.batch_size)
-        if task.name == "caption":
-            truth = str(queries.outputs([attack_text(task, sample)])[0])
+                                query_budget=budget.queries, batch_size=budget.batch_size,
+                                clean_output=clean_output)
         seed_everything(int(seed))
-        attacks = BUILDERS[name](RecipeContext(goal, budget, res, int(seed)))
+        attacks = spec.recipe(RecipeContext(goal, budget, res, int(seed)))
         original = attack_text(task, sample)
         used, result, status = 0, None, "failed"
         with torch.no_grad():

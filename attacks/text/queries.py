@@ -7,38 +7,32 @@ sample and their output is reused for every candidate. Candidates are scored in 
 already scored is answered from a cache (TextAttack's own cache lives in each goal function; this one
 also serves the co-attack's second stage and the final judgement).
 
-What a "model output" is depends on the task:
-  * ve / vqa: the (C,) answer-set scores (sequence log-likelihoods, the logits the image attacks see);
-  * grounding: the decoded box (original-image pixels) and the NLL of the reference box tokens;
-  * caption: the decoded caption.
-
-Captioning has no free text: its whole input text is OFA's fixed prompt, so there the prompt is what a
-text attack perturbs (``attack_text``). Every other task perturbs only its free text (expression,
-hypothesis, question) and keeps the instruction template.
+What a "model output" is, and which text is perturbed, the task says (``Task.text_outputs``,
+``Task.attacked_text``): closed-answer tasks give their (C,) answer-set scores (the logits the image
+attacks see), grounding its decoded box and the reference box's NLL, captioning its decoded caption
+(captioning has no free text, so its fixed prompt is what is perturbed). Every other task perturbs only
+its free text (expression, hypothesis, question) and keeps the instruction template.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from robustbench_ofa.data.transforms import normalize
 from robustbench_ofa.data.types import Sample
-from robustbench_ofa.models.generation import score_candidates, sequence_nll
-from robustbench_ofa.models.instructions import CAPTION_PROMPT
 from robustbench_ofa.tasks.base import Task
 
 
 def attack_text(task: Task, sample: Sample) -> str:
     """The text a text attack perturbs for this sample."""
-    return CAPTION_PROMPT.strip() if task.name == "caption" else sample.text
+    return task.attacked_text(sample)
 
 
 def source_text(task: Task, sample: Sample, text: str) -> str:
     """The model's source text with ``text`` in place of the attacked text (template kept)."""
-    return " " + text if task.name == "caption" else task.source_text(sample, text)
+    return task.attacked_source(sample, text)
 
 
 def source_ids(task: Task, samples: Sequence[Sample], texts: Sequence[str]) -> torch.Tensor:
@@ -46,12 +40,6 @@ def source_ids(task: Task, samples: Sequence[Sample], texts: Sequence[str]) -> t
     sources = [source_text(task, s, t) for s, t in zip(samples, texts)]
     ids, _ = task.tokenizer.encode_batch(sources, max_length=task.max_source_len)
     return ids
-
-
-@dataclass
-class GroundingOutput:
-    box: tuple[float, float, float, float]
-    nll: float
 
 
 class SampleQueries:
@@ -67,7 +55,6 @@ class SampleQueries:
         #: texts actually run through the model (cache misses)
         self.evaluations = 0
         self._features: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._target: torch.Tensor | None = None
 
     @property
     def features(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,23 +75,10 @@ class SampleQueries:
 
     @torch.no_grad()
     def _run(self, texts: list[str]) -> list:
-        task, model = self.task, self.model
-        ids = source_ids(task, [self.sample] * len(texts), texts).to(self.image.device)
-        enc = model.encode(ids, image_features=self.features)
-        if task.closed_answers:
-            return list(score_candidates(model, enc, task.candidates).float().cpu())
-        if task.name == "grounding":
-            boxes = task.decode_boxes(model, enc, [self.sample] * len(texts))
-            nll = sequence_nll(model, enc, self.reference_target().expand(len(texts), -1))
-            return [GroundingOutput(b, float(n)) for b, n in zip(boxes, nll)]
-        return task.decode_captions(model, enc)
-
-    def reference_target(self) -> torch.Tensor:
-        """(1, T) reference box tokens + eos (grounding)."""
-        if self._target is None:
-            row = self.task.target_ids(self.sample)[: self.task.max_target_len] + [self.task.tokenizer.eos_token_id]
-            self._target = torch.tensor([row], dtype=torch.long, device=self.image.device)
-        return self._target
+        samples = [self.sample] * len(texts)
+        ids = source_ids(self.task, samples, texts).to(self.image.device)
+        enc = self.model.encode(ids, image_features=self.features)
+        return self.task.text_outputs(self.model, enc, samples)
 
 
 class UnbatchedQueries(SampleQueries):

@@ -20,57 +20,44 @@ DEFAULT_OUT = "robust-ofa-results"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The options are generated from ``EvalConfig``, ``AttackParams`` and each registered attack's options
+    dataclass (defaults, help and checks live there); only where the run reads and writes is listed here."""
+    from attacks.registry import AttackParams, option_classes, options_help
+    from robustbench_ofa.configcli import add_arguments
+    from robustbench_ofa.evaluation.config import EvalConfig
+    from robustbench_ofa.tasks import TASK_REGISTRY
+
     p = sub.add_parser("evaluate", help="attack OFA variants and write robustness results", description=__doc__)
-    p.add_argument("--attack", required=True,
-                   help="comma-separated attacks: image (fgsm, pgd, pgdl2, apgd-ce, apgd-dlr, apgd-t, autoattack, cw, "
-                        "square), text (deepwordbug, pruthi, pwws, textfooler-glove, badchars) or joint (co-attack)")
+    add_arguments(p, EvalConfig)
     p.add_argument("--model", action="append", default=None,
                    help="zoo name or path (variant folder or HF-format folder); repeatable; default: the embedded zoo")
-    p.add_argument("--task", default=None, help="comma-separated tasks (default: the tasks the models were tuned on)")
+    p.add_argument("--task", default=None, help="comma-separated tasks (default: the tasks the models were tuned "
+                                                "on; registered: " + ", ".join(TASK_REGISTRY.names()) + ")")
     p.add_argument("--data", default=None, help="data source, e.g. synthetic:downstream_test, manifest:PATH, tsv:PATH:FORMAT")
-    p.add_argument("--eps", default="1/255,2/255,4/255", help="L-inf budgets (a sweep), in [0, 1] pixel units")
-    p.add_argument("--eps-l2", default="0.5,1.0", help="L2 budgets for pgdl2 and cw")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--alpha", type=float, default=None, help="step size (default 2.5 * eps / steps)")
-    p.add_argument("--restarts", type=int, default=1)
-    p.add_argument("--queries", type=int, default=500, help="query budget of the Square attack")
-    p.add_argument("--text-words", type=int, default=1, help="text attacks: words a perturbation may change")
-    p.add_argument("--text-queries", type=int, default=300, help="text attacks: model queries per sample")
-    p.add_argument("--text-batch", type=int, default=32, help="text attacks: candidate texts per model call")
-    p.add_argument("--co-eps", default="2/255", help="co-attack: L-inf image budget of its PGD stage")
-    p.add_argument("--co-text", default="pwws", help="co-attack: text attack of its first stage")
-    p.add_argument("--n-samples", type=int, default=48, help="samples per task")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT})")
     p.add_argument("--home", default=None, help="robust-ofa cache directory (default $ROBUST_OFA_HOME or ~/.cache/robust-ofa)")
-    p.add_argument("--no-cascade", action="store_true", help="run every attack on every clean-correct sample")
-    p.add_argument("--no-transfer", action="store_true", help="skip the transfer matrix")
-    p.add_argument("--no-early-stop", action="store_true", help="keep attacking samples already fooled")
     p.add_argument("--report", default="html,pdf", help="report formats written at the end ('' for none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_arguments(p.add_argument_group("attack budget (iterative attacks)"), AttackParams)
+    titles = options_help()
+    for oc in option_classes():
+        add_arguments(p.add_argument_group(f"options of {titles[oc]}"), oc, dest_prefix=_prefix(oc))
     p.set_defaults(handler=run)
 
 
-def build_config(args: argparse.Namespace, tasks: list[str]):
-    from attacks import AttackParams
-    from robustbench_ofa.evaluation.config import EvalConfig, parse_eps_list, parse_l2_list
+def _prefix(options_cls: type) -> str:
+    return options_cls.__name__ + "."
 
-    for name, value in (("--steps", args.steps), ("--restarts", args.restarts), ("--queries", args.queries),
-                        ("--n-samples", args.n_samples), ("--batch-size", args.batch_size)):
-        if value < 1:
-            raise RobustOFAError(f"{name}: expected a positive integer, got {value}")
-    if args.alpha is not None and not 0 < args.alpha <= 1:
-        raise RobustOFAError(f"--alpha: expected a step size in (0, 1], got {args.alpha}")
-    params = AttackParams(steps=args.steps, alpha=args.alpha, restarts=args.restarts, queries=args.queries,
-                          early_stop=not args.no_early_stop, text_words=args.text_words,
-                          text_queries=args.text_queries, text_batch=args.text_batch, co_eps=args.co_eps.strip(),
-                          co_text=args.co_text.strip())
-    cfg = EvalConfig(attacks=[a.strip() for a in args.attack.split(",") if a.strip()], tasks=tasks,
-                     eps=parse_eps_list(args.eps), eps_l2=parse_l2_list(args.eps_l2), params=params,
-                     n_samples=args.n_samples, batch_size=args.batch_size, seed=args.seed, device=args.device,
-                     cascade=not args.no_cascade, transfer=not args.no_transfer)
+
+def build_config(args: argparse.Namespace, tasks: list[str]):
+    """The run's ``EvalConfig`` from the parsed options, validated (every check made before any work)."""
+    from attacks.registry import AttackParams, option_classes
+    from robustbench_ofa.configcli import values_from_args
+    from robustbench_ofa.evaluation.config import EvalConfig
+
+    options = {oc: oc(**values_from_args(oc, args, _prefix(oc))) for oc in option_classes()}
+    params = AttackParams(**values_from_args(AttackParams, args), options=options)
+    cfg = EvalConfig(**values_from_args(EvalConfig, args), tasks=tasks, params=params)
     cfg.validate()
     if cfg.has_text_attacks():  # offline resources are checked before any model is built
         from attacks.text.resources import require
@@ -80,17 +67,21 @@ def build_config(args: argparse.Namespace, tasks: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustbench_ofa.commands.checks import evaluate_args
+
+    evaluate_args(args)  # --out and --report: refused before anything is built, loaded or attacked
     from robustbench_ofa.evaluation import models as evm
     from robustbench_ofa.evaluation.outputs import clear_aggregates, format_summary, write_aggregates
     from robustbench_ofa.evaluation.runner import Evaluator
     from robustbench_ofa.evaluation.store import ResultsStore
-    from robustbench_ofa.tasks import get_task
+    from robustbench_ofa.tasks import canonical_task, get_task
 
     t0 = time.time()
     # Cheap checks first: attack names and budgets are refused before any model is built or loaded.
-    build_config(args, ["ve"])
+    build_config(args, [])
+    asked = [canonical_task(t) for t in args.task.split(",") if t.strip()] if args.task else None
     catalog = evm.resolve_models(args.model, args.home, progress=not args.quiet)
-    tasks = [t.strip() for t in args.task.split(",")] if args.task else catalog.default_tasks
+    tasks = asked or catalog.default_tasks
     cfg = build_config(args, tasks)
     probe = catalog.load(catalog.names[0])
     task_objs = [get_task(t, probe.tokenizer, probe.image_size) for t in tasks]

@@ -7,32 +7,31 @@ instance in other formats or against another reference variant, without touching
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.io import atomic_write_text, check_output_dir
 
-FORMATS = ("html", "pdf", "md", "tex")
+#: The file each report format is written to; its keys are the formats this module can write.
 FILE_NAMES = {"html": "report.html", "pdf": "report.pdf", "md": "report.md", "tex": "report-tables.tex"}
+FORMATS = tuple(FILE_NAMES)
 
 
-def parse_formats(formats: str | Iterable[str]) -> list[str]:
-    """'html,pdf' or ['html', 'pdf'] -> ['html', 'pdf'] (validated, duplicates dropped, order kept)."""
+def parse_formats(formats: str | Iterable[str], option: str = "--format") -> list[str]:
+    """'html,pdf' or ['html', 'pdf'] -> ['html', 'pdf'] (validated, duplicates dropped, order kept).
+
+    ``option`` names the command-line option in the error line (``--report`` for ``robust-ofa evaluate``).
+    """
     items = formats.split(",") if isinstance(formats, str) else list(formats)
     out = [f.strip().lower() for f in items if f and f.strip()]
     for f in out:
         if f not in FORMATS:
-            raise RobustOFAError(f"--format: unknown report format {f!r} (choose from {', '.join(FORMATS)})")
+            raise RobustOFAError(f"{option}: unknown report format {f!r} (choose from {', '.join(FORMATS)})")
     if not out:
-        raise RobustOFAError(f"--format: expected at least one of {', '.join(FORMATS)}")
+        raise RobustOFAError(f"{option}: expected at least one of {', '.join(FORMATS)}")
     return list(dict.fromkeys(out))
-
-
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 def write_reports(results_dir: str | Path, formats: str | Iterable[str] = ("html", "pdf"),
@@ -51,6 +50,10 @@ def write_reports(results_dir: str | Path, formats: str | Iterable[str] = ("html
 
     fmts = parse_formats(formats)
     results_dir = Path(results_dir)
+    if out is not None:  # checked before the report is built; the default (the results folder) once it exists
+        check_output_dir(out, "--out")
+    elif os.path.isdir(results_dir):
+        check_output_dir(results_dir, "--out (default: RESULTS_DIR)")
     report = load_report(results_dir, allow_incomplete=allow_incomplete, reference=reference, ablation=ablation,
                          with_figures=bool({"html", "pdf"} & set(fmts)))
     target = Path(out) if out is not None else results_dir
@@ -63,11 +66,11 @@ def write_reports(results_dir: str | Path, formats: str | Iterable[str] = ("html
     for fmt in sorted(fmts, key=lambda f: f == "pdf"):
         path = target / FILE_NAMES[fmt]
         if fmt == "html":
-            written.append(_write_text(path, page))
+            written.append(atomic_write_text(path, page))
         elif fmt == "md":
-            written.append(_write_text(path, md_mod.render_markdown(report)))
+            written.append(atomic_write_text(path, md_mod.render_markdown(report)))
         elif fmt == "tex":
-            written.append(_write_text(path, md_mod.render_latex(report)))
+            written.append(atomic_write_text(path, md_mod.render_latex(report)))
         else:
             from reports.pdf import write_pdf
 

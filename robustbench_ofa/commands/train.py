@@ -8,7 +8,6 @@ Every run is resumable: rerunning the same command continues from the last check
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("tune", help="tune a base checkpoint with a tuning method; comma lists run a grid")
     p.add_argument("--base", required=True, help="zoo name (e.g. embedded-base) or checkpoint folder")
-    p.add_argument("--method", required=True, help="finetune, prompt, adapter, bitfit, bitfit-ofa, lora")
+    p.add_argument("--method", required=True, help=_method_help())
     p.add_argument("--task", required=True, help="comma-separated tasks")
     p.add_argument("--data", action="append", default=None, metavar="[TASK=]SPEC",
                    help="training data (default synthetic:downstream_train)")
@@ -102,7 +101,7 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
 
 
 def _tasks_arg(text: str) -> list[str]:
-    from robustbench_ofa.models.instructions import canonical_task
+    from robustbench_ofa.tasks import canonical_task
 
     tasks = [canonical_task(t) for t in text.split(",") if t.strip()]
     if not tasks:
@@ -221,13 +220,13 @@ def _arch_config(args: argparse.Namespace, vocab_size: int) -> Any:
 
 def _pretrain_tokenizer(args: argparse.Namespace, out: Path, data: dict[str, list]):
     from robustbench_ofa.data.synthetic import corpus_texts
-    from robustbench_ofa.models.instructions import TASKS, instruction
     from robustbench_ofa.models.tokenizer import OFATokenizer, train_bpe
+    from robustbench_ofa.tasks import instruction, task_names
     from robustbench_ofa.zoo.recipe import EMBEDDED
 
     if args.tokenizer:
         return OFATokenizer.from_pretrained(args.tokenizer, num_bins=args.num_bins)
-    texts = corpus_texts() + [instruction(t, "x") for t in TASKS]
+    texts = corpus_texts() + [instruction(t, "x") for t in task_names()]
     for samples in data.values():
         for s in samples:
             texts += [s.text, *(s.captions or []), *(s.answers or [])] + ([s.premise] if s.premise else [])
@@ -238,10 +237,10 @@ def _pretrain_tokenizer(args: argparse.Namespace, out: Path, data: dict[str, lis
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     import torch
 
+    from robustbench_ofa.cards import CARD_FILE, ModelCard
     from robustbench_ofa.models import OFAModel
     from robustbench_ofa.training.init import init_bin_embeddings
-    from robustbench_ofa.training.loop import evaluate_tasks, remove_checkpoint, train
-    from robustbench_ofa.zoo.cards import CARD_FILE, ModelCard, package_versions
+    from robustbench_ofa.training.pipeline import RunInfo, train_evaluate_save
     from robustbench_ofa.zoo.recipe import EMBEDDED
 
     out = Path(args.out)
@@ -263,27 +262,14 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     model = OFAModel(model_config)
     if not args.random_bin_init:
         init_bin_embeddings(model, tokenizer, seed=args.seed)
-    t0 = time.perf_counter()
-    result = train(model, _make_tasks(tokenizer, tasks, image_size, args.beam), data, config, out_dir=out,
-                   progress=not args.quiet, desc="pretrain", resume=not args.no_resume)
-    clean = (evaluate_tasks(model, _make_tasks(tokenizer, tasks, image_size, args.beam), eval_data,
-                            config.eval_batch_size) if eval_data else {})
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    n_params = sum(p.numel() for p in model.parameters())
-    from robustbench_ofa.models.loading import file_sha256
-
-    card = ModelCard(name=out.name, method="pretrain", tasks=tasks, hparams=model_config.to_dict(),
-                     train=config.to_dict(), data={"train": args.data or ["synthetic:train"], "eval": args.eval_data,
-                           "scene": {"image_size": image_size, **scene}},
-                     clean=clean, trainable_params=n_params, total_params=n_params,
-                     sha256={"model": file_sha256(out / "model.safetensors")}, versions=package_versions(),
-                     seed=args.seed, image_size=image_size, build_seconds=round(time.perf_counter() - t0, 1),
-                     source="trained", status="built")
-    card.write(out)
-    remove_checkpoint(out)
-    print(f"pretrained {out} in {result.steps} steps ({result.seconds:.0f} s)")
-    _print_metrics(clean)
+    info = RunInfo(name=out.name, tasks=tasks, source="trained", seed=args.seed, image_size=image_size,
+                   data={"train": args.data or ["synthetic:train"], "eval": args.eval_data,
+                         "scene": {"image_size": image_size, **scene}})
+    done = train_evaluate_save(model, _make_tasks(tokenizer, tasks, image_size, args.beam), data, config, info, out,
+                               eval_data=eval_data, tokenizer=tokenizer, progress=not args.quiet, desc="pretrain",
+                               resume=not args.no_resume)
+    print(f"pretrained {out} in {done.train.steps} steps ({done.train.seconds:.0f} s)")
+    _print_metrics(done.card.clean)
     return 0
 
 
@@ -324,7 +310,11 @@ def _resolve_base(args: argparse.Namespace) -> tuple[Path, Any]:
     return path, entry
 
 
-_DEFAULT_LR = {"finetune": 5e-4, "prompt": 1e-2, "adapter": 3e-3, "bitfit": 5e-3, "bitfit-ofa": 5e-3, "lora": 3e-3}
+def _method_help() -> str:
+    """``--method`` help, generated from the tuning registry (each method with its default learning rate)."""
+    from robustbench_ofa.tuning import method_help
+
+    return method_help()
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
@@ -339,7 +329,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     base_dir, entry = _resolve_base(args)
     image_size = args.image_size or entry.image_size
     tokenizer = entry.tokenizer
-    config = _train_config(args, _DEFAULT_LR.get(args.method, 1e-3), 300)
+    config = _train_config(args, METHODS.get(args.method).default_lr, 300)
     scene = _scene_fields(entry.card)
     data = _load_data(args.data, "synthetic:downstream_train", tasks, args.n, image_size, 1000, scene)
     eval_data = _eval_data(args, tasks, image_size, scene)
@@ -367,37 +357,21 @@ def _tune_one(model, base_dir: Path, args, hparams, cfg, tasks, data, eval_data,
               image_size: int, scene: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from robustbench_ofa.models.loading import file_sha256, weight_file
-    from robustbench_ofa.training.loop import evaluate_tasks, remove_checkpoint, train
-    from robustbench_ofa.tuning import count_trainable, get_method
-    from robustbench_ofa.tuning.variant import CARD_FILE as VARIANT_FILE
-    from robustbench_ofa.tuning.variant import TENSOR_FILE, save_variant
-    from robustbench_ofa.zoo.cards import CARD_FILE, ModelCard, package_versions
+    from robustbench_ofa.cards import CARD_FILE
+    from robustbench_ofa.training.pipeline import RunInfo, train_evaluate_save
+    from robustbench_ofa.tuning import get_method
+    from robustbench_ofa.tuning.variant import read_variant_card
 
-    if (out / CARD_FILE).is_file() and (out / VARIANT_FILE).is_file() and not args.no_resume:
-        card = ModelCard.read(out)
+    if (out / CARD_FILE).is_file() and not args.no_resume:
+        card = read_variant_card(out)
         return {"trainable_params": card.trainable_params, "metrics": card.clean, "train_seconds": card.build_seconds,
                 "hparams": card.hparams}
     torch.manual_seed(cfg.seed)
-    method = get_method(args.method, **hparams)
-    method.apply(model)
-    t0 = time.perf_counter()
-    train(model, tasks, data, cfg, out_dir=out, progress=not args.quiet, desc=f"tune {args.method}",
-          resume=not args.no_resume)
-    seconds = round(time.perf_counter() - t0, 1)
-    metrics = evaluate_tasks(model, tasks, eval_data, cfg.eval_batch_size) if eval_data else {}
-    save_variant(model, out, name=out.name, task=",".join(tasks), base_dir=base_dir)
-    card = ModelCard(name=out.name, method=args.method, tasks=list(tasks), base=str(args.base),
-                     hparams=method.config.to_dict(), train=cfg.to_dict(),
-                     data={"train": args.data or ["synthetic:downstream_train"], "eval": args.eval_data,
-                           "scene": {"image_size": image_size, **scene}},
-                     clean=metrics, trainable_params=count_trainable(model),
-                     total_params=sum(p.numel() for p in model.parameters()),
-                     sha256={"base": file_sha256(weight_file(base_dir)),
-                             "variant": file_sha256(out / TENSOR_FILE)},
-                     versions=package_versions(), seed=cfg.seed, image_size=image_size, build_seconds=seconds,
-                     source="trained", status="built")
-    card.write(out)
-    remove_checkpoint(out)
-    return {"trainable_params": card.trainable_params, "metrics": metrics, "train_seconds": seconds,
-            "hparams": card.hparams}
+    get_method(args.method, **hparams).apply(model)
+    info = RunInfo(name=out.name, tasks=list(tasks), source="trained", base=str(args.base), seed=cfg.seed,
+                   image_size=image_size, data={"train": args.data or ["synthetic:downstream_train"],
+                                                "eval": args.eval_data, "scene": {"image_size": image_size, **scene}})
+    done = train_evaluate_save(model, tasks, data, cfg, info, out, eval_data=eval_data, base_dir=base_dir,
+                               progress=not args.quiet, desc=f"tune {args.method}", resume=not args.no_resume)
+    return {"trainable_params": done.card.trainable_params, "metrics": done.card.clean,
+            "train_seconds": done.train.seconds, "hparams": done.card.hparams}

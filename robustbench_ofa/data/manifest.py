@@ -2,7 +2,8 @@
 
 A manifest is a UTF-8 text file with one JSON object per line (blank lines are skipped). Every object
 has ``image``, a path to an image file, relative to the manifest's folder or absolute, and optionally
-``id`` (string or number; default ``<manifest name>-<line>``). The other fields depend on the task:
+``id`` (string or number; default ``<manifest name>-<line>``). The other fields depend on the task (each
+task class says which it reads: ``Task.manifest_fields``); for the built-in tasks:
 
 grounding
     ``text``: the referring expression; ``box``: [x0, y0, x1, y1] in pixels of the image
@@ -36,58 +37,16 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from robustbench_ofa.data.transforms import validate_box
-from robustbench_ofa.data.tsv import VE_LABEL_MAP, decode_image_bytes, field_error, show_value
-from robustbench_ofa.data.types import TASKS, Sample
+from robustbench_ofa.data.fields import field_error, json_string, show_value
+from robustbench_ofa.data.tsv import decode_image_bytes
+from robustbench_ofa.data.types import Sample
 from robustbench_ofa.errors import RobustOFAError
-
-#: The keys each task reads; anything else on a line goes to ``Sample.meta``.
-TASK_FIELDS: dict[str, tuple[str, ...]] = {
-    "grounding": ("text", "box"),
-    "ve": ("hypothesis", "premise", "label"),
-    "vqa": ("question", "answers", "answer"),
-    "caption": ("captions",),
-}
+from robustbench_ofa.tasks import task_class
 
 _COMMON_FIELDS = ("id", "image")
 
 #: Meta keys the readers add themselves; not written back, since they describe where a sample was read.
 _VOLATILE_META = ("source",)
-
-
-def _string(obj: dict, key: str, where: str, *, required: bool = True) -> str | None:
-    """A non-empty string field (stripped); ``None`` when optional and absent."""
-    if key not in obj or obj[key] is None:
-        if required:
-            raise field_error(where, key, "a non-empty string", "nothing (field missing)")
-        return None
-    value = obj[key]
-    if not isinstance(value, str) or not value.strip():
-        raise field_error(where, key, "a non-empty string", show_value(value))
-    return value.strip()
-
-
-def _string_list(obj: dict, key: str, where: str) -> list[str]:
-    """A required non-empty list of non-empty strings."""
-    if key not in obj:
-        raise field_error(where, key, "a non-empty list of strings", "nothing (field missing)")
-    value = obj[key]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
-        raise field_error(where, key, "a non-empty list of non-empty strings", show_value(value))
-    return [v.strip() for v in value]
-
-
-def _box(obj: dict, where: str, width: int, height: int) -> tuple[float, float, float, float]:
-    if "box" not in obj:
-        raise field_error(where, "box", "[x0, y0, x1, y1] in pixels", "nothing (field missing)")
-    value = obj["box"]
-    if (
-        not isinstance(value, list)
-        or len(value) != 4
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-    ):
-        raise field_error(where, "box", "a list of 4 numbers [x0, y0, x1, y1]", show_value(value))
-    return validate_box(value, width, height, field="box", where=where)
 
 
 def _uid(obj: dict, where: str, default: str) -> str:
@@ -101,7 +60,7 @@ def _uid(obj: dict, where: str, default: str) -> str:
 
 def _load_image(obj: dict, where: str, folder: Path):
     """Open the line's image file (relative paths are relative to the manifest's folder)."""
-    name = _string(obj, "image", where)
+    name = json_string(obj, "image", where)
     path = Path(name)
     if not path.is_absolute():
         path = folder / path
@@ -112,29 +71,6 @@ def _load_image(obj: dict, where: str, folder: Path):
     except OSError as exc:
         raise field_error(where, "image", "a readable image file", f"{path} ({exc.strerror})") from None
     return decode_image_bytes(data, where=where)
-
-
-def _fill_task_fields(sample: Sample, obj: dict, where: str) -> None:
-    """Copy and check the task's own fields from the JSON object into ``sample``."""
-    task = sample.task
-    if task == "grounding":
-        sample.text = _string(obj, "text", where)
-        sample.box = _box(obj, where, sample.image.width, sample.image.height)
-    elif task == "ve":
-        sample.text = _string(obj, "hypothesis", where)
-        sample.premise = _string(obj, "premise", where, required=False)
-        raw = _string(obj, "label", where)
-        sample.label = VE_LABEL_MAP.get(raw.lower())
-        if sample.label is None:
-            raise field_error(
-                where, "label", "one of yes/no/maybe or entailment/contradiction/neutral", show_value(raw)
-            )
-    elif task == "vqa":
-        sample.text = _string(obj, "question", where)
-        sample.answers = _string_list(obj, "answers", where)
-        sample.label = _string(obj, "answer", where, required=False)
-    else:
-        sample.captions = _string_list(obj, "captions", where)
 
 
 def _parse_line(line: str, where: str, task: str, folder: Path, default_uid: str) -> Sample:
@@ -148,11 +84,12 @@ def _parse_line(line: str, where: str, task: str, folder: Path, default_uid: str
         raise RobustOFAError(f"{where}: expected one JSON object per line, got {type(obj).__name__}")
     uid = _uid(obj, where, default_uid)
     image = _load_image(obj, where, folder)
-    known = set(_COMMON_FIELDS) | set(TASK_FIELDS[task])
+    cls = task_class(task)
+    known = set(_COMMON_FIELDS) | set(cls.manifest_fields)
     meta = {k: v for k, v in obj.items() if k not in known}
     meta["source"] = where
     sample = Sample(uid=uid, task=task, image=image, meta=meta)
-    _fill_task_fields(sample, obj, where)
+    cls.read_manifest_fields(sample, obj, where)
     return sample
 
 
@@ -162,8 +99,7 @@ def read_manifest(path: str | Path, task: str, limit: int | None = None) -> Iter
     Arguments are checked now; lines are read (and images opened) lazily as the iterator is consumed.
     Wrap in ``list(...)`` to load everything.
     """
-    if task not in TASKS:
-        raise RobustOFAError(f"unknown task '{task}': expected one of {', '.join(TASKS)}")
+    task_class(task)  # an unknown task is one line naming the registered ones
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise RobustOFAError(f"limit must be a non-negative integer, got {limit!r}")
     path = Path(path)
@@ -193,31 +129,12 @@ def _iter_manifest(path: Path, task: str, limit: int | None) -> Iterator[Sample]
 
 
 def _task_fields_of(sample: Sample) -> dict:
-    """The task's manifest fields for ``sample`` (the inverse of ``_fill_task_fields``)."""
-    if sample.task == "grounding":
-        if sample.box is None:
-            raise RobustOFAError(f"sample '{sample.uid}': field 'box': expected a box for a grounding sample")
-        return {"text": sample.text, "box": [float(v) for v in sample.box]}
-    if sample.task == "ve":
-        if sample.label not in ("yes", "no", "maybe"):
-            raise RobustOFAError(
-                f"sample '{sample.uid}': field 'label': expected yes/no/maybe, got {sample.label!r}"
-            )
-        fields: dict = {"hypothesis": sample.text}
-        if sample.premise is not None:
-            fields["premise"] = sample.premise
-        fields["label"] = sample.label
-        return fields
-    if sample.task == "vqa":
-        fields = {"question": sample.text, "answers": list(sample.answers)}
-        if sample.label:
-            fields["answer"] = sample.label
-        return fields
-    if sample.task == "caption":
-        return {"captions": list(sample.captions)}
-    raise RobustOFAError(
-        f"sample '{sample.uid}': field 'task': expected one of {', '.join(TASKS)}, got {sample.task!r}"
-    )
+    """The task's manifest fields for ``sample`` (the inverse of reading them)."""
+    try:
+        cls = task_class(sample.task)
+    except RobustOFAError as exc:
+        raise RobustOFAError(f"sample '{sample.uid}': field 'task': {exc}") from None
+    return cls.manifest_record(sample)
 
 
 def _json_meta(sample: Sample, reserved: set[str]) -> dict:
@@ -260,6 +177,6 @@ def write_manifest(samples: Iterable[Sample], path: str | Path, image_dir: str |
             else:
                 image_ref = str(image_path)
             record = {"id": sample.uid, "image": image_ref, **_task_fields_of(sample)}
-            record.update(_json_meta(sample, set(record) | set(TASK_FIELDS[sample.task])))
+            record.update(_json_meta(sample, set(record) | set(task_class(sample.task).manifest_fields)))
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path

@@ -18,8 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustbench_ofa.data.types import TASKS, Sample
+from robustbench_ofa.data.types import Sample
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.tasks import canonical_task, is_task_name, task_names
 
 KINDS = ("synthetic", "tsv", "manifest")
 #: Samples drawn from a synthetic split when neither the spec nor the caller gives a count.
@@ -49,8 +50,8 @@ class DataSource:
         ``scene`` is the ``SceneConfig`` of generated data (its image size, difficulty and seed);
         ``seed`` the generator's sample seed.
         """
-        if task not in TASKS:
-            raise RobustOFAError(f"unknown task '{task}': expected one of {', '.join(TASKS)}")
+        if task not in task_names():
+            raise RobustOFAError(f"unknown task '{task}': expected one of {', '.join(task_names())}")
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise RobustOFAError(f"data source '{self}': limit must be a non-negative integer, got {limit!r}")
         if self.kind == "synthetic":
@@ -136,8 +137,6 @@ def parse_task_sources(specs: Iterable[str], tasks: Sequence[str]) -> dict[str, 
     ``ve=tsv:snli_ve_train.tsv`` names one task's file; ``synthetic:downstream_train`` serves all tasks.
     Every task must end up with exactly one source.
     """
-    from robustbench_ofa.models.instructions import canonical_task
-
     shared: DataSource | None = None
     named: dict[str, DataSource] = {}
     for raw in specs:
@@ -164,7 +163,4 @@ def parse_task_sources(specs: Iterable[str], tasks: Sequence[str]) -> dict[str, 
 
 
 def _is_task_name(text: str) -> bool:
-    from robustbench_ofa.models.instructions import TASK_ALIASES
-
-    key = text.strip().lower()
-    return key in TASKS or key in TASK_ALIASES
+    return is_task_name(text)

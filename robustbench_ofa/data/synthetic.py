@@ -36,7 +36,7 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 from PIL import Image, ImageDraw
 
-from robustbench_ofa.data.types import TASKS, VE_LABELS, Sample
+from robustbench_ofa.data.types import VE_LABELS, Sample
 from robustbench_ofa.errors import RobustOFAError
 
 # ---------------------------------------------------------------------------------------------------
@@ -1123,11 +1123,14 @@ _PLANNERS: dict[str, Callable[[np.random.Generator], Callable[[_Ctx], _Built | N
     "vqa": _vqa_planner,
     "caption": _caption_planner,
 }
+#: The tasks the generator makes data for, in the order that keys their random streams (part of the
+#: benchmark's definition: reordering it would change every generated sample).
+SYNTHETIC_TASKS: tuple[str, ...] = tuple(_PLANNERS)
 
 
 def _check_args(task: str, split: str, n: int, seed: int) -> None:
-    if task not in TASKS:
-        raise RobustOFAError(f"synthetic task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task not in SYNTHETIC_TASKS:
+        raise RobustOFAError(f"synthetic task must be one of {', '.join(SYNTHETIC_TASKS)}, got {task!r}")
     if split not in SPLITS:
         raise RobustOFAError(f"synthetic split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not isinstance(n, int) or n < 0:
@@ -1138,7 +1141,7 @@ def _check_args(task: str, split: str, n: int, seed: int) -> None:
 
 def _make_sample(task: str, split: str, index: int, config: SceneConfig, seed: int) -> Sample:
     """One sample from its own random stream keyed by (config seed, seed, split, task, index)."""
-    key = [config.seed, seed, SPLITS.index(split), TASKS.index(task), index]
+    key = [config.seed, seed, SPLITS.index(split), SYNTHETIC_TASKS.index(task), index]
     rng = np.random.default_rng(key)
     downstream = split in DOWNSTREAM_SPLITS
     build = _PLANNERS[task](rng)
@@ -1171,16 +1174,31 @@ def _to_sample(
         **b.extra,
     }
     s = Sample(uid=f"syn-{split}-{task}-{i:06d}", task=task, image=image, text=b.text, meta=meta)
-    if task == "grounding":
-        s.box = ctx.objects[b.extra["target"]].box
-    elif task == "ve":
-        s.label = b.answer
-    elif task == "vqa":
-        # Ten identical "annotators", as in VQA v2, so min(matches / 3, 1) scores a right answer 1.
-        s.label, s.answers = b.answer, [b.answer] * 10
-    else:
-        s.text, s.captions = "", list(b.captions)
+    _FILL[task](s, ctx, b)
     return s
+
+
+def _fill_grounding(s: Sample, ctx: _Ctx, b: _Built) -> None:
+    s.box = ctx.objects[b.extra["target"]].box
+
+
+def _fill_ve(s: Sample, ctx: _Ctx, b: _Built) -> None:
+    s.label = b.answer
+
+
+def _fill_vqa(s: Sample, ctx: _Ctx, b: _Built) -> None:
+    # Ten identical "annotators", as in VQA v2, so min(matches / 3, 1) scores a right answer 1.
+    s.label, s.answers = b.answer, [b.answer] * 10
+
+
+def _fill_caption(s: Sample, ctx: _Ctx, b: _Built) -> None:
+    s.text, s.captions = "", list(b.captions)
+
+
+#: How each task's answer goes into its ``Sample`` (the generator's side of the task's fields).
+_FILL: dict[str, Callable[[Sample, _Ctx, _Built], None]] = {
+    "grounding": _fill_grounding, "ve": _fill_ve, "vqa": _fill_vqa, "caption": _fill_caption,
+}
 
 
 def generate(task: str, split: str, n: int, config: SceneConfig | None = None, seed: int = 0) -> list[Sample]:
@@ -1195,7 +1213,7 @@ def generate_all(
     n_per_task: int,
     config: SceneConfig | None = None,
     seed: int = 0,
-    tasks: Sequence[str] = TASKS,
+    tasks: Sequence[str] = SYNTHETIC_TASKS,
 ) -> list[Sample]:
     """Mixed-task data for multitask pretraining: tasks interleaved round-robin, deterministically."""
     per_task = [generate(t, split, n_per_task, config, seed) for t in tasks]
@@ -1208,7 +1226,7 @@ class SyntheticSpec:
 
     split: str = "train"
     n_per_task: int = 1000
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = SYNTHETIC_TASKS
     config: SceneConfig = field(default_factory=SceneConfig)
     seed: int = 0
 

@@ -35,9 +35,20 @@ from pathlib import Path
 
 from PIL import Image
 
-from robustbench_ofa.data.transforms import Box, validate_box
-from robustbench_ofa.data.types import TASKS, Sample
+from robustbench_ofa.data.fields import (  # noqa: F401  (re-exported: the readers' helpers)
+    VE_LABEL_MAP,
+    TsvRow,
+    _one_line,
+    field_error,
+    parse_captions,
+    parse_region_coord,
+    parse_ve_label,
+    parse_vqa_ref,
+    show_value,
+)
+from robustbench_ofa.data.types import Sample
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.tasks import task_class, task_classes
 
 
 @dataclass(frozen=True)
@@ -53,62 +64,17 @@ class TsvLayout:
     columns: tuple[str, ...]
 
 
+def _layouts() -> dict[str, TsvLayout]:
+    """OFA's released layouts, by name: each task declares its own (``Task.tsv_layout``)."""
+    return {cls.tsv_layout[0]: TsvLayout(cls.tsv_layout[0], name, cls.tsv_layout[1])
+            for name, cls in task_classes().items() if cls.tsv_layout is not None}
+
+
 #: OFA's released layouts, by name.
-LAYOUTS: dict[str, TsvLayout] = {
-    "refcoco": TsvLayout("refcoco", "grounding", ("uniq_id", "image_id", "text", "region_coord", "image")),
-    "snli_ve": TsvLayout("snli_ve", "ve", ("uniq_id", "image_id", "image", "hypothesis", "caption", "label")),
-    "vqa": TsvLayout("vqa", "vqa", ("uniq_id", "image_id", "question", "ref", "predict_objects", "image")),
-    "caption": TsvLayout(
-        "caption", "caption", ("uniq_id", "image_id", "caption", "predict_objects", "image")
-    ),
-}
+LAYOUTS: dict[str, TsvLayout] = _layouts()
 
 #: The layout each task reads when ``fmt`` is not given.
-DEFAULT_LAYOUT: dict[str, str] = {"grounding": "refcoco", "ve": "snli_ve", "vqa": "vqa", "caption": "caption"}
-
-#: Columns each task cannot do without (a custom layout must name them).
-REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "grounding": ("uniq_id", "text", "region_coord", "image"),
-    "ve": ("uniq_id", "image", "hypothesis", "label"),
-    "vqa": ("uniq_id", "question", "ref", "image"),
-    "caption": ("uniq_id", "caption", "image"),
-}
-
-#: Columns the task parsers read; every other column goes to ``Sample.meta``.
-_CONSUMED: dict[str, frozenset[str]] = {
-    task: frozenset(cols) | ({"caption"} if task == "ve" else set())
-    for task, cols in REQUIRED_COLUMNS.items()
-}
-
-#: SNLI-VE label words (and OFA's own answer words) -> OFA's answer words.
-VE_LABEL_MAP: dict[str, str] = {
-    "entailment": "yes",
-    "contradiction": "no",
-    "neutral": "maybe",
-    "yes": "yes",
-    "no": "no",
-    "maybe": "maybe",
-}
-
-
-def _one_line(text: object, limit: int = 120) -> str:
-    """Squash an arbitrary message or value into a short single line for an error message."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def show_value(value: object) -> str:
-    """A user's value as it should appear in an error message: its repr, on one line, shortened."""
-    return _one_line(repr(value))
-
-
-def field_error(where: str, field: str, expected: str, got: str | None = None) -> RobustOFAError:
-    """The project's error shape: ``FILE:LINE: field 'X': expected ..., got ...``.
-
-    ``got`` is already-formatted text: a description ("an empty cell") or ``show_value(value)``.
-    """
-    tail = f", got {got}" if got is not None else ""
-    return RobustOFAError(f"{where}: field '{field}': expected {expected}{tail}")
+DEFAULT_LAYOUT: dict[str, str] = {layout.task: name for name, layout in LAYOUTS.items()}
 
 
 def decode_image_bytes(data: bytes, *, where: str, field: str = "image") -> Image.Image:
@@ -148,115 +114,24 @@ def encode_image_base64(image: Image.Image, fmt: str = "PNG") -> str:
     return base64.urlsafe_b64encode(buffer.getvalue()).decode("ascii")
 
 
-def parse_region_coord(text: str, image: Image.Image, *, where: str, field: str = "region_coord") -> Box:
-    """``"x0,y0,x1,y1"`` in pixels -> a validated box inside ``image`` (see ``validate_box``)."""
-    parts = text.strip().split(",")
-    if len(parts) != 4:
-        raise field_error(where, field, "4 comma-separated numbers x0,y0,x1,y1", show_value(text))
-    try:
-        coords = [float(p) for p in parts]
-    except ValueError:
-        raise field_error(where, field, "4 comma-separated numbers x0,y0,x1,y1", show_value(text)) from None
-    return validate_box(coords, image.width, image.height, field=field, where=where)
-
-
-def parse_ve_label(text: str, *, where: str, field: str = "label") -> str:
-    """SNLI-VE label -> yes/no/maybe (OFA's mapping: entailment/contradiction/neutral)."""
-    label = VE_LABEL_MAP.get(text.strip().lower())
-    if label is None:
-        raise field_error(
-            where, field, "one of entailment/neutral/contradiction (or yes/maybe/no)", show_value(text)
-        )
-    return label
-
-
-def parse_vqa_ref(text: str, *, where: str, field: str = "ref") -> tuple[dict[str, float], list[str]]:
-    """Parse ``conf|!+answer&&conf|!+answer...`` into (scores, answers).
-
-    ``scores`` are OFA's soft scores, kept exactly (OFA's evaluation credits a prediction with its score).
-    OFA's files hold those scores instead of the ten raw human answers, so ``answers`` reconstructs
-    a list of repeats whose min(n/3, 1) accuracy matches the score: each answer appears
-    ``clamp(round(conf * 3), 1, 3)`` times (0.3 -> 1, 0.6 -> 2, >= 0.9 -> 3), highest score first, so
-    ``answers[0]`` is OFA's training target. Answers with a score of 0 are dropped.
-    """
-    scores: dict[str, float] = {}
-    for item in text.strip().split("&&"):
-        conf_text, sep, answer = item.partition("|!+")
-        answer = answer.strip()
-        try:
-            conf = float(conf_text)
-        except ValueError:
-            conf = float("nan")
-        if not sep or not answer or not (0.0 <= conf <= 1.0):
-            raise field_error(
-                where, field, "'conf|!+answer' items joined by '&&' (conf in [0, 1])", show_value(item)
-            )
-        scores[answer] = max(conf, scores.get(answer, 0.0))
-    ranked = sorted((a for a in scores if scores[a] > 0), key=lambda a: -scores[a])
-    if not ranked:
-        raise field_error(where, field, "at least one answer with a positive score", show_value(text))
-    answers = [a for a in ranked for _ in range(min(3, max(1, round(scores[a] * 3))))]
-    return scores, answers
-
-
-def parse_captions(text: str, *, where: str, field: str = "caption") -> list[str]:
-    """Reference captions joined by ``&&`` -> list, blanks dropped (a training file has one per row)."""
-    captions = [" ".join(c.split()) for c in text.split("&&")]
-    captions = [c for c in captions if c]
-    if not captions:
-        raise field_error(where, field, "one or more captions joined by '&&'", show_value(text))
-    return captions
-
-
-class _Row:
-    """One TSV line as named cells, with the error location attached."""
-
-    def __init__(self, cells: list[str], layout: TsvLayout, where: str) -> None:
-        self.cells = dict(zip(layout.columns, cells))
-        self.where = where
-
-    def text(self, name: str) -> str:
-        """A required, non-empty text cell (surrounding whitespace removed)."""
-        value = self.cells.get(name, "").strip()
-        if not value:
-            raise field_error(self.where, name, "a non-empty value", "an empty cell")
-        return value
-
-    def optional(self, name: str) -> str | None:
-        value = self.cells.get(name, "").strip()
-        return value or None
-
-
-def _row_to_sample(row: _Row, task: str, source: str) -> Sample:
+def _row_to_sample(row: TsvRow, task: str, source: str) -> Sample:
     """Build the task's ``Sample`` from one row; the image is decoded first so boxes can be checked."""
-    where = row.where
-    uid = row.text("uniq_id")
-    image = decode_base64_image(row.cells.get("image", ""), where=where)
-    meta: dict = {k: v for k, v in row.cells.items() if k not in _CONSUMED[task]}
+    cls = task_class(task)
+    image = decode_base64_image(row.cells.get("image", ""), where=row.where)
+    consumed = {"uniq_id", "image", *cls.tsv_required, *cls.tsv_optional}
+    meta: dict = {k: v for k, v in row.cells.items() if k not in consumed}
     meta["source"] = source
-    sample = Sample(uid=uid, task=task, image=image, meta=meta)
-    if task == "grounding":
-        sample.text = row.text("text")
-        sample.box = parse_region_coord(row.text("region_coord"), image, where=where)
-    elif task == "ve":
-        sample.text = row.text("hypothesis")
-        sample.premise = row.optional("caption")
-        sample.label = parse_ve_label(row.text("label"), where=where)
-    elif task == "vqa":
-        sample.text = row.text("question")
-        scores, sample.answers = parse_vqa_ref(row.text("ref"), where=where)
-        sample.label = sample.answers[0]
-        meta["answer_scores"] = scores
-    else:
-        sample.captions = parse_captions(row.text("caption"), where=where)
+    sample = Sample(uid=row.text("uniq_id"), task=task, image=image, meta=meta)
+    cls.read_tsv_row(sample, row)
     return sample
 
 
 def resolve_layout(task: str, fmt: str | TsvLayout | None = None) -> TsvLayout:
     """The layout to read ``task`` with: ``fmt`` by name or object, else the task's OFA default."""
-    if task not in TASKS:
-        raise RobustOFAError(f"unknown task '{task}': expected one of {', '.join(TASKS)}")
+    cls = task_class(task)
     if fmt is None:
+        if task not in DEFAULT_LAYOUT:
+            raise RobustOFAError(f"task '{task}' has no TSV layout of its own: name a format")
         layout = LAYOUTS[DEFAULT_LAYOUT[task]]
     elif isinstance(fmt, TsvLayout):
         layout = fmt
@@ -266,7 +141,7 @@ def resolve_layout(task: str, fmt: str | TsvLayout | None = None) -> TsvLayout:
         raise RobustOFAError(f"unknown TSV format '{fmt}': expected one of {', '.join(LAYOUTS)}")
     if layout.task != task:
         raise RobustOFAError(f"TSV format '{layout.name}' is for task '{layout.task}', not '{task}'")
-    missing = [c for c in REQUIRED_COLUMNS[task] if c not in layout.columns]
+    missing = [c for c in ("uniq_id", *cls.tsv_required, "image") if c not in layout.columns]
     if missing:
         raise RobustOFAError(f"TSV format '{layout.name}' lacks column(s) {missing} needed by task '{task}'")
     return layout
@@ -311,7 +186,7 @@ def _iter_tsv(path: Path, task: str, layout: TsvLayout, limit: int | None) -> It
                     f"{where}: expected {len(layout.columns)} tab-separated columns "
                     f"({', '.join(layout.columns)}) for format '{layout.name}', got {len(cells)}"
                 )
-            yield _row_to_sample(_Row(cells, layout, where), task, where)
+            yield _row_to_sample(TsvRow(dict(zip(layout.columns, cells)), where), task, where)
             produced += 1
             if limit is not None and produced >= limit:
                 return

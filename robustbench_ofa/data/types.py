@@ -10,9 +10,6 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-#: The four OFA tasks the suite knows, by their short names.
-TASKS = ("grounding", "ve", "vqa", "caption")
-
 #: Visual-entailment labels, in the order used for answer-set logits.
 VE_LABELS = ("yes", "no", "maybe")
 
@@ -21,7 +18,8 @@ VE_LABELS = ("yes", "no", "maybe")
 class Sample:
     """One example of one task.
 
-    Fields used per task:
+    Fields used per task (each task class reads and checks its own: ``robustbench_ofa.tasks``; its
+    ``reference_text`` is the training target as text):
       grounding: ``text`` (referring expression), ``box`` [x0, y0, x1, y1] in pixels of ``image``.
       ve:        ``text`` (hypothesis), optional ``premise``, ``label`` in VE_LABELS.
       vqa:       ``text`` (question), ``answers`` (all human answers, repeats allowed; the first is
@@ -39,16 +37,3 @@ class Sample:
     answers: list[str] = field(default_factory=list)
     captions: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
-
-    @property
-    def target_text(self) -> str:
-        """The training target as text (grounding targets are boxes, handled by the task code)."""
-        if self.task == "ve":
-            return self.label or ""
-        if self.task == "vqa":
-            if self.label:
-                return self.label
-            return self.answers[0] if self.answers else ""
-        if self.task == "caption":
-            return self.captions[0] if self.captions else ""
-        return ""

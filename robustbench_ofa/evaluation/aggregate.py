@@ -9,6 +9,7 @@ import math
 
 import pandas as pd
 
+from attacks import ATTACKS, Threat, specs
 from robustbench_ofa.stats import paired_mcnemar, wilson_interval
 
 #: Thresholds of the validity flags (documented in the report).
@@ -37,7 +38,7 @@ def robust_flags(res: pd.DataFrame) -> pd.Series:
     it either (with the evaluator's cascade the joint rows already say so; without it, this fold does).
     """
     flags = res.groupby(["variant", "task", "norm", "eps_label", "uid"], sort=False).adv_correct.min().astype(bool)
-    joint = res[res.norm == "linf+text"]
+    joint = res[res.norm == Threat.LINF_TEXT]
     if not len(joint):
         return flags
     fooled = res[(res.clean_correct == 1) & (res.adv_correct == 0)]
@@ -45,10 +46,11 @@ def robust_flags(res: pd.DataFrame) -> pd.Series:
     for (variant, task, label), g in joint.groupby(["variant", "task", "eps_label"], sort=False):
         eps = float(g.eps.iloc[0])
         k = float(pd.to_numeric(g["words"], errors="coerce").iloc[0]) if "words" in g else math.nan
-        contained = ((fooled.norm == "linf") & (fooled.eps <= eps + 1e-12)) | ((fooled.norm == "text") & (words <= k))
+        contained = (((fooled.norm == Threat.LINF) & (fooled.eps <= eps + 1e-12))
+                     | ((fooled.norm == Threat.TEXT) & (words <= k)))
         mask = (fooled.variant == variant) & (fooled.task == task) & contained
         for uid in set(fooled[mask].uid) & set(g.uid):
-            flags.loc[(variant, task, "linf+text", label, uid)] = False
+            flags.loc[(variant, task, Threat.LINF_TEXT.value, label, uid)] = False
     return flags
 
 
@@ -95,7 +97,7 @@ def text_attack_table(res: pd.DataFrame) -> pd.DataFrame:
     """
     if "words" not in res:
         return pd.DataFrame()
-    text = res[res.norm.isin(["text", "linf+text"])]
+    text = res[res.norm.isin([Threat.TEXT.value, Threat.LINF_TEXT.value])]
     rows = []
     for key, g in text.groupby(["variant", "task", "attack", "norm", "eps_label"], sort=False):
         attacked = g[g.status == "attacked"]
@@ -172,10 +174,12 @@ def validity_flags(res: pd.DataFrame, clean: pd.DataFrame, checks: pd.DataFrame)
         if len(grads) and (grads < VANISHING_GRAD).mean() > 0.5:
             add(key[0], key[1], "", "", "vanishing-gradients",
                 f"{key[2]}: input gradient ~0 on {(grads < VANISHING_GRAD).mean():.0%} of attacked samples")
-    sq = res[(res.attack == "square") & (res.status == "attacked") & (res.adv_correct == 0)]
-    for key, g in sq.groupby(["variant", "task", "norm", "eps_label"], sort=False):
-        add(*key, "black-box-beats-white-box",
-            f"Square fooled {len(g)} sample(s) every white-box attack missed")
+    # a black-box image attack runs after the white-box ones (cascade), so what it fools they all missed
+    black = [s.name for s in specs(modality="image") if not s.white_box]
+    sq = res[res.attack.isin(black) & (res.status == "attacked") & (res.adv_correct == 0)]
+    for key, g in sq.groupby(["variant", "task", "norm", "eps_label", "attack"], sort=False):
+        add(*key[:4], "black-box-beats-white-box",
+            f"{ATTACKS.get(key[4]).display} fooled {len(g)} sample(s) every white-box attack missed")
     for key, g in worst.groupby(["variant", "task", "norm"], sort=False):
         accs = list(g.sort_values("eps").robust_acc)
         if any(b > a + 1e-12 for a, b in zip(accs, accs[1:])):
@@ -186,7 +190,7 @@ def validity_flags(res: pd.DataFrame, clean: pd.DataFrame, checks: pd.DataFrame)
                 add(*key, "", "robust-above-clean", f"robust accuracy exceeds clean accuracy {c:.3f}")
     for _, r in checks.iterrows():
         if r["name"] == "large_eps_robust_acc" and r["value"] > LARGE_EPS_MAX_ACC:
-            add(r.variant, r.task, "linf", "", "large-eps-not-broken",
+            add(r.variant, r.task, Threat.LINF.value, "", "large-eps-not-broken",
                 f"accuracy {r['value']:.0%} at a very large eps ({r.detail})")
         if r["name"] == "nondeterminism" and r["value"] > NONDETERMINISM_TOL:
             add(r.variant, r.task, "", "", "non-deterministic-forward", f"two forward passes differ by {r['value']:.2e}")

@@ -1,59 +1,50 @@
-"""Settings of an evaluation run (everything that defines its numbers, stored with the results)."""
+"""Settings of an evaluation run (everything that defines its numbers, stored with the results).
+
+``EvalConfig``'s fields declared with ``configcli.opt`` are ``robust-ofa evaluate``'s options: their
+defaults, help and checks live here once, and the command line is generated from them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from fractions import Fraction
 
-from attacks import ATTACKS, AttackParams
+from attacks import ATTACKS, AttackParams, Threat, specs
+from attacks.text.joint import CoAttackOptions
+from attacks.text.options import TextOptions
+from attacks.threat import parse_eps_list, parse_l2_list
+from robustbench_ofa.configcli import opt, positive, validate
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.tasks import task_names
+
+__all__ = ["DEFAULT_EPS", "DEFAULT_EPS_L2", "EvalConfig", "parse_attack_list", "parse_eps_list", "parse_l2_list"]
+
+DEFAULT_EPS = "1/255,2/255,4/255"
+DEFAULT_EPS_L2 = "0.5,1.0"
 
 
-def _parse_budgets(text: str, what: str, upper: float | None) -> list[tuple[str, float]]:
-    """'2/255,4/255' -> [('2/255', 0.0078...), ...] sorted by value; each in [0, upper]."""
-    out = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            value = float(Fraction(part))
-        except (ValueError, ZeroDivisionError):
-            raise RobustOFAError(f"{what}: {part!r} is not a number or fraction such as 4/255") from None
-        if value < 0 or (upper is not None and value > upper):
-            bound = f"[0, {upper:g}] (pixel values lie in [0, 1])" if upper is not None else ">= 0"
-            raise RobustOFAError(f"{what}: {part} = {value:.4g} is outside {bound}")
-        out.append((part, value))
-    return sorted(out, key=lambda x: x[1])
-
-
-def parse_eps_list(text: str, what: str = "--eps") -> list[tuple[str, float]]:
-    """L-inf budgets: every value must lie in [0, 1]; at least one."""
-    out = _parse_budgets(text, what, 1.0)
-    if not out:
-        raise RobustOFAError(f"{what}: expected at least one value")
-    return out
-
-
-def parse_l2_list(text: str) -> list[tuple[str, float]]:
-    """L2 radii (no upper bound of 1: an L2 ball over a whole image can exceed it)."""
-    return _parse_budgets(text, "--eps-l2", None)
+def parse_attack_list(text: str) -> list[str]:
+    """'pgd, square' -> ['pgd', 'square'] (names are checked by ``EvalConfig.validate``)."""
+    return [a.strip() for a in text.split(",") if a.strip()]
 
 
 @dataclass
 class EvalConfig:
-    attacks: list[str]
-    tasks: list[str] = field(default_factory=lambda: ["grounding", "ve", "vqa", "caption"])
-    eps: list[tuple[str, float]] = field(default_factory=lambda: parse_eps_list("1/255,2/255,4/255"))
-    eps_l2: list[tuple[str, float]] = field(default_factory=lambda: parse_l2_list("0.5,1.0"))
+    attacks: list[str] = opt(flag="--attack", parse=parse_attack_list, choices=lambda: ATTACKS.names(),
+                             help="comma-separated attacks")
+    tasks: list[str] = field(default_factory=lambda: list(task_names()))
+    eps: list[tuple[str, float]] = opt(default_factory=lambda: parse_eps_list(DEFAULT_EPS), parse=parse_eps_list,
+                                       text=DEFAULT_EPS, help="L-inf budgets (a sweep), in [0, 1] pixel units")
+    eps_l2: list[tuple[str, float]] = opt(default_factory=lambda: parse_l2_list(DEFAULT_EPS_L2), parse=parse_l2_list,
+                                          text=DEFAULT_EPS_L2, help="L2 budgets of the L2 attacks (pgdl2, cw)")
     params: AttackParams = field(default_factory=AttackParams)
-    n_samples: int = 48
-    batch_size: int = 16
-    seed: int = 0
-    device: str = "cpu"
+    n_samples: int = opt(48, help="samples per task", check=positive)
+    batch_size: int = opt(16, help="samples per attacked batch", check=positive)
+    seed: int = opt(0, help="seed of every per-sample random choice")
+    device: str = opt("cpu", help="torch device")
     #: attack only samples every earlier attack (and every smaller eps) failed on
-    cascade: bool = True
-    transfer: bool = True
+    cascade: bool = opt(True, help="run every attack on every clean-correct sample (no cascade)")
+    transfer: bool = opt(True, help="skip the transfer matrix")
     transfer_samples: int = 24
     #: L-inf eps of the gradient-masking sanity check (accuracy should be driven near 0)
     sanity_eps: float = 0.5
@@ -65,49 +56,52 @@ class EvalConfig:
     n_examples: int = 3
 
     def validate(self) -> None:
+        """Every check the command line would make, also for configs built in code."""
         if not self.attacks:
             raise RobustOFAError("--attack: expected at least one attack name")
         for name in self.attacks:
             ATTACKS.get(name)
         if len(set(self.attacks)) != len(self.attacks):
             raise RobustOFAError("--attack: an attack is listed twice")
-        p = self.params
-        counts = [("--n-samples", self.n_samples), ("--batch-size", self.batch_size), ("--steps", p.steps)]
-        if self.has_text_attacks():
-            counts += [("--text-words", p.text_words), ("--text-queries", p.text_queries), ("--text-batch", p.text_batch)]
-        for name, value in counts:
-            if value < 1:
-                raise RobustOFAError(f"{name}: expected a positive integer, got {value}")
-        if any(ATTACKS.get(a).norm == "l2" for a in self.attacks) and not self.eps_l2:
+        validate(self)
+        validate(self.params)
+        for spec in specs():  # image attacks' options are always checked (and stored), text ones with text
+            if spec.options is not None and (spec.modality == "image" or self.has_text_attacks()):
+                validate(self.params.opt(spec.options))
+        if any(s.threat is Threat.L2 for s in self.specs()) and not self.eps_l2:
             raise RobustOFAError("--eps-l2: an L2 attack was requested but no L2 radius given")
-        if self.has_text_attacks():
-            if ATTACKS.get(p.co_text).modality != "text":
-                raise RobustOFAError(f"--co-text: expected a text attack, got {p.co_text!r}")
-            self.co_eps()
+
+    def specs(self):
+        return [ATTACKS.get(a) for a in self.attacks]
 
     def has_text_attacks(self) -> bool:
-        return any(ATTACKS.get(a).modality != "image" for a in self.attacks)
+        return any(s.modality != "image" for s in self.specs())
 
     def text_needs(self) -> set[str]:
-        """Offline resources the requested text attacks need (co-attack: those of its text recipe)."""
-        names = [self.params.co_text if ATTACKS.get(a).modality == "joint" else a for a in self.attacks
-                 if ATTACKS.get(a).modality != "image"]
+        """Offline resources the requested text attacks need (a joint attack: those of its stages)."""
+        names = []
+        for spec in self.specs():
+            if spec.modality != "image":
+                names += list(spec.stages(self.params)) if spec.stages else [spec.name]
         return {n for a in names for n in ATTACKS.get(a).needs}
+
+    @property
+    def text(self) -> TextOptions:
+        """The text attacks' budget (words, queries, batch)."""
+        return self.params.opt(TextOptions)
 
     def co_eps(self) -> tuple[str, float]:
         """The co-attack's image budget as (label, value)."""
-        return parse_eps_list(self.params.co_eps, "--co-eps")[0]
+        return self.params.opt(CoAttackOptions).image_budget()
 
-    def ladder(self, norm: str) -> list[tuple[str, float]]:
-        return self.eps if norm == "linf" else self.eps_l2
+    def ladder(self, threat: Threat) -> list[tuple[str, float]]:
+        return self.eps if threat is Threat.LINF else self.eps_l2
 
     def settings(self) -> dict:
         """What makes two runs comparable (stored in, and checked against, the results store)."""
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["eps"] = [e[0] for e in self.eps]
         d["eps_l2"] = [e[0] for e in self.eps_l2]
+        d["params"] = self.params.settings(with_text=self.has_text_attacks())
         d.pop("device")
-        if not self.has_text_attacks():  # runs without text attacks keep the settings they always had
-            for key in AttackParams.TEXT_FIELDS:
-                d["params"].pop(key, None)
         return d

@@ -15,6 +15,7 @@ import pandas as pd
 
 from robustbench_ofa.evaluation import aggregate as agg
 from robustbench_ofa.evaluation.store import ResultsStore
+from robustbench_ofa.io import atomic_write_text
 
 AGGREGATE_FILES = ("summary.json", "clean.csv", "attacks.csv", "worst_case.csv", "paired.csv", "flags.csv",
                    "transfer.csv", "text_attacks.csv", "samples.csv")
@@ -23,12 +24,6 @@ AGGREGATE_FILES = ("summary.json", "clean.csv", "attacks.csv", "worst_case.csv",
 def clear_aggregates(out: Path) -> None:
     for name in AGGREGATE_FILES:
         (out / name).unlink(missing_ok=True)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -53,10 +48,10 @@ def compute(store: ResultsStore) -> dict[str, pd.DataFrame]:
 def write_aggregates(store: ResultsStore, out: Path, run_info: dict) -> dict[str, pd.DataFrame]:
     tables = compute(store)
     for name, df in tables.items():
-        _write(out / f"{name}.csv", df.to_csv(index=False))
+        atomic_write_text(out / f"{name}.csv", df.to_csv(index=False))
     summary = {"complete": True, "settings": store.settings(), "run": run_info,
                **{k: _records(v) for k, v in tables.items() if k != "samples"}}
-    _write(out / "summary.json", json.dumps(summary, indent=2, allow_nan=True, default=str))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=True, default=str))
     return tables
 
 

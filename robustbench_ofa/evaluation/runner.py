@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from attacks import ATTACKS, run_attack
+from attacks import ATTACKS, AttackParams, Threat, run_attack
 from attacks.views import TaskView
 from robustbench_ofa.data.types import Sample
 from robustbench_ofa.evaluation.config import EvalConfig
 from robustbench_ofa.evaluation.store import ResultsStore
-from robustbench_ofa.tasks import Task, TaskBatch, get_task
+from robustbench_ofa.tasks import Task, TaskBatch, get_task, task_class
 
 
 @dataclass
@@ -39,6 +39,9 @@ class LoadedVariant:
 
 
 VariantLoader = Callable[[str], LoadedVariant]
+
+#: The white-box attack of the large-eps sanity check and of the transfer matrix.
+SANITY_ATTACK = TRANSFER_ATTACK = "pgd"
 DataSource = Callable[[str, int], list[Sample]]
 
 
@@ -51,7 +54,8 @@ def sample_seed(*parts: object) -> int:
 def _sample_rows(samples: Sequence[Sample]):
     """What reports show of each sample: its text, reference (box in original pixels) and image size."""
     for s in samples:
-        ref = json.dumps([round(float(v), 2) for v in s.box]) if s.box is not None else s.target_text
+        ref = (json.dumps([round(float(v), 2) for v in s.box]) if s.box is not None
+               else task_class(s.task).reference_text(s))
         yield (s.task, s.uid, s.text, ref, s.image.width, s.image.height)
 
 
@@ -85,8 +89,8 @@ class Evaluator:
                 self.store.add_samples(_sample_rows(samples))
                 self._clean(lv, task, samples)
                 self._determinism(lv, task, samples)
-                for norm in ("linf", "l2"):
-                    names = [a for a in self.cfg.attacks if ATTACKS.get(a).norm == norm]
+                for norm in Threat.image():
+                    names = [a for a in self.cfg.attacks if ATTACKS.get(a).threat is norm]
                     ladder = self.cfg.ladder(norm) if names else []
                     for i, (label, eps) in enumerate(ladder):
                         smaller = [e for _, e in ladder[:i]]
@@ -109,8 +113,7 @@ class Evaluator:
     def _task_and_samples(self, lv: LoadedVariant, task_name: str) -> tuple[Task, list[Sample]]:
         task = get_task(task_name, lv.tokenizer, lv.image_size, beam=self.cfg.beam)
         samples = self.data(task_name, self.cfg.n_samples)
-        if task_name == "caption":
-            task.set_corpus(samples)
+        task.prepare(samples)
         return task, samples
 
     def _batches(self, items: list, size: int | None = None):
@@ -144,9 +147,7 @@ class Evaluator:
                              "max |difference| of two identical forward passes (dropout left on?)")
 
     def _adv_correct(self, task: Task, pred, clean_score: float) -> bool:
-        if task.name == "caption":
-            return pred.score >= (1.0 - self.cfg.caption_drop) * clean_score
-        return bool(pred.correct)
+        return task.adversarial_correct(pred, clean_score, self.cfg.caption_drop)
 
     def _text_units(self, lv: LoadedVariant, task: Task, samples: list[Sample]) -> None:
         """Text attacks (budget: words changed), then joint image+text attacks, after the image attacks.
@@ -154,17 +155,17 @@ class Evaluator:
         A joint threat (image within eps and <= k words) contains every image-only threat at eps' <= eps and
         every text-only one at k' <= k, so with ``cascade`` a joint attack inherits the samples they fooled.
         """
-        words = self.cfg.params.text_words
-        text = [a for a in self.cfg.attacks if ATTACKS.get(a).modality == "text"]
+        words = self.cfg.text.words
+        text = [a for a in self.cfg.attacks if ATTACKS.get(a).threat is Threat.TEXT]
         for j, attack in enumerate(text):
-            self._attack_unit(lv, task, samples, attack, "text", f"words={words}", float(words), [], text[:j])
-        joint = [a for a in self.cfg.attacks if ATTACKS.get(a).modality == "joint"]
+            self._attack_unit(lv, task, samples, attack, Threat.TEXT, f"words={words}", float(words), [], text[:j])
+        joint = [a for a in self.cfg.attacks if ATTACKS.get(a).threat is Threat.LINF_TEXT]
         if joint:
             label, eps = self.cfg.co_eps()
-            inherit = [("linf", [e for _, e in self.cfg.eps if e <= eps + 1e-12]), ("text", [float(words)])]
+            inherit = [(Threat.LINF, [e for _, e in self.cfg.eps if e <= eps + 1e-12]), (Threat.TEXT, [float(words)])]
             for j, attack in enumerate(joint):
-                self._attack_unit(lv, task, samples, attack, "linf+text", f"{label}+words={words}", eps, inherit,
-                                  joint[:j])
+                self._attack_unit(lv, task, samples, attack, Threat.LINF_TEXT, f"{label}+words={words}", eps,
+                                  inherit, joint[:j])
 
     def _attack_unit(self, lv, task, samples, attack, norm, label, eps, inherit, earlier) -> None:
         """``inherit``: (norm, eps values) of contained threats whose fooled samples this unit inherits."""
@@ -178,7 +179,7 @@ class Evaluator:
             for inorm, values in inherit:
                 for uid, row in store.fooled_uids(lv.name, task.name, inorm, values).items():
                     inherited.setdefault(uid, row)
-        words = cfg.params.text_words if ATTACKS.get(attack).modality != "image" else None
+        words = cfg.text.words if ATTACKS.get(attack).modality != "image" else None
         cascaded = {}
         if cfg.cascade and earlier:
             now = store.fooled_uids(lv.name, task.name, norm, [eps])
@@ -215,7 +216,8 @@ class Evaluator:
         bar.close()
 
     def _attack_batch(self, lv, task, chunk, attack, norm, label, eps, clean, example_uids):
-        if ATTACKS.get(attack).modality != "image":
+        spec = ATTACKS.get(attack)
+        if spec.modality != "image":
             return self._text_batch(lv, task, chunk, attack, norm, label, eps, clean, example_uids)
         cfg = self.cfg
         batch = task.collate(chunk).to(cfg.device)
@@ -226,7 +228,7 @@ class Evaluator:
         adv = res.adv
         delta = (adv - batch.images).flatten(1)
         l2 = delta.norm(p=2, dim=1)
-        if attack == "cw":  # CW is unbounded: a perturbation outside the L2 ball does not count
+        if not spec.bounded:  # an unbounded attack (C&W): a perturbation outside the L2 ball does not count
             outside = l2 > eps + 1e-6
             adv = torch.where(outside[:, None, None, None], batch.images, adv)
             delta = (adv - batch.images).flatten(1)
@@ -251,26 +253,24 @@ class Evaluator:
 
     def _text_batch(self, lv, task, chunk, attack, norm, label, eps, clean, example_uids):
         """A text attack (or co-attack) on a batch; judged, like image attacks, by the task's own prediction."""
-        from attacks.text.budget import TextBudget
         from attacks.text.engine import run_text_attack
-        from attacks.text.joint import run_co_attack
         from attacks.text.queries import source_ids
 
         cfg, p = self.cfg, self.cfg.params
         batch = task.collate(chunk).to(cfg.device)
         seeds = [sample_seed(cfg.seed, lv.name, task.name, attack, norm, label, s.uid) for s in chunk]
-        budget = TextBudget(words=p.text_words, queries=p.text_queries, batch_size=p.text_batch)
+        budget = cfg.text.budget()
         scores = [clean[s.uid][1] for s in chunk]
         t0 = time.perf_counter()
         grad_evals = torch.zeros(len(chunk), dtype=torch.long)
         first_grad = torch.full((len(chunk),), float("nan"))
-        if norm == "text":
+        if norm is Threat.TEXT:
             outcomes = run_text_attack(attack, lv.model, task, chunk, batch.images, budget, seeds, scores,
                                        cfg.caption_drop)
             ids = source_ids(task, chunk, [o.adversarial for o in outcomes]).to(cfg.device)
             adv = batch.images
-        else:
-            joint = run_co_attack(lv.model, task, batch, p.co_text, budget, eps, p, seeds, scores, cfg.caption_drop)
+        else:  # a joint attack: its runner does both stages
+            joint = ATTACKS.get(attack).runner(lv.model, task, batch, eps, p, seeds, scores, cfg.caption_drop)
             outcomes, ids, adv = joint.texts, joint.input_ids, joint.adv_images
             grad_evals, first_grad = joint.grad_evals, joint.first_grad
         preds = task.predict(lv.model, TaskBatch(chunk, ids, batch.images, batch.targets), images=adv)
@@ -285,11 +285,11 @@ class Evaluator:
                              clean_correct=1, adv_correct=int(self._adv_correct(task, p_, cscore)), clean_score=cscore,
                              adv_score=p_.score, linf=float(delta[i].abs().max()), l2=float(delta[i].norm(p=2)),
                              grad_evals=int(grad_evals[i]), queries=o.queries, seconds=per,
-                             first_grad=None if fg != fg else fg, words=p.text_words, adv_text=o.adversarial,
+                             first_grad=None if fg != fg else fg, words=budget.words, adv_text=o.adversarial,
                              words_changed=o.words_changed, n_words=o.n_words))
             if s.uid in example_uids:
                 examples.append((lv.name, task.name, attack, label, s.uid, "text", None, o.adversarial))
-                if norm != "text":
+                if norm is not Threat.TEXT:
                     examples.append((lv.name, task.name, "clean", "", s.uid, "image", _png(batch.images[i]), cpred))
                     examples.append((lv.name, task.name, attack, label, s.uid, "adv", _png(adv[i]),
                                      task.describe(p_.value)))
@@ -305,10 +305,8 @@ class Evaluator:
             return
         batch = task.collate(chosen).to(self.cfg.device)
         seeds = [sample_seed(self.cfg.seed, "sanity", s.uid) for s in chosen]
-        from attacks import AttackParams
-
         params = AttackParams(steps=max(10, self.cfg.params.steps), early_stop=True)
-        res = run_attack("pgd", TaskView(lv.model, task, batch), batch.images, self.cfg.sanity_eps, params, seeds)
+        res = run_attack(SANITY_ATTACK, TaskView(lv.model, task, batch), batch.images, self.cfg.sanity_eps, params, seeds)
         preds = task.predict(lv.model, batch, images=res.adv)
         robust = sum(self._adv_correct(task, p, clean[s.uid][1]) for s, p in zip(chosen, preds)) / len(chosen)
         self.store.add_check(lv.name, task.name, "large_eps_robust_acc", robust,
@@ -317,8 +315,6 @@ class Evaluator:
     def _transfer(self, names: list[str]) -> None:
         """Adversarial images crafted on each variant (PGD, middle eps, no early stop), scored on every other."""
         label, eps = self.cfg.eps[len(self.cfg.eps) // 2]
-        from attacks import AttackParams
-
         params = AttackParams(steps=self.cfg.params.steps, alpha=self.cfg.params.alpha, early_stop=False)
         crafted: dict[tuple[str, str], torch.Tensor] = {}
         for src in names:
@@ -334,7 +330,7 @@ class Evaluator:
                 for chunk in self._batches(chosen):
                     batch = task.collate(chunk).to(self.cfg.device)
                     seeds = [sample_seed(self.cfg.seed, "transfer", src, s.uid) for s in chunk]
-                    advs.append(run_attack("pgd", TaskView(lv.model, task, batch), batch.images, eps, params,
+                    advs.append(run_attack(TRANSFER_ATTACK, TaskView(lv.model, task, batch), batch.images, eps, params,
                                            seeds).adv)
                 crafted[(src, task_name)] = torch.cat(advs)
         for tgt in names:
@@ -357,7 +353,7 @@ class Evaluator:
                         preds = task.predict(lv.model, batch, images=adv)
                         for s, p in zip(chunk, preds):
                             c = clean.get(s.uid)
-                            rows.append((src, tgt, task_name, "pgd", label, s.uid, int(c[2]) if c else 0,
+                            rows.append((src, tgt, task_name, TRANSFER_ATTACK, label, s.uid, int(c[2]) if c else 0,
                                          int(self._adv_correct(task, p, c[1] if c else 0.0))))
                     self.store.add_transfer(rows)
 

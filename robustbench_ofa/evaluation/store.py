@@ -8,12 +8,16 @@ stored too; reopening a directory with different settings is refused rather than
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from robustbench_ofa.errors import RobustOFAError
+
+#: The database's file name inside an output folder.
+STORE_FILE = "results.sqlite"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,12 +60,21 @@ class ResultsStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RobustOFAError(f"{self.path.parent}: cannot create the results folder ({exc.strerror})") from None
+        if os.path.isdir(self.path):
+            raise RobustOFAError(f"{self.path}: is a folder, not a robust-ofa results database")
+        if os.path.exists(self.path) and not os.access(self.path, os.R_OK):
+            raise RobustOFAError(f"{self.path}: permission denied (cannot read the results database)")
         try:
             self.db = sqlite3.connect(str(self.path))
             self.db.executescript(SCHEMA)
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not os.access(self.path.parent, os.W_OK | os.X_OK):
+                raise RobustOFAError(f"{self.path}: permission denied (cannot write in {self.path.parent}: {exc})") from None
             raise RobustOFAError(f"{self.path}: not a robust-ofa results database ({exc})") from None
 
     def _migrate(self) -> None:

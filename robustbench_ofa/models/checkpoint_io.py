@@ -9,6 +9,7 @@ placeholder whose constructor is never called. Nothing from the file can run cod
 
 from __future__ import annotations
 
+import os
 import pickle
 import types
 import zipfile
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.io import atomic_write, check_readable
 
 #: Callables a weights file may legitimately reference; everything else becomes a placeholder.
 _ALLOWED = {
@@ -62,9 +64,15 @@ _restricted_pickle = types.SimpleNamespace(Unpickler=_RestrictedUnpickler, load=
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise RobustOFAError(f"{path}: weight file not found")
-    if path.stat().st_size == 0:
+    try:
+        size = os.stat(path).st_size
+    except (FileNotFoundError, NotADirectoryError):
+        raise RobustOFAError(f"{path}: weight file not found") from None
+    except PermissionError:
+        raise RobustOFAError(f"{path}: permission denied (cannot reach the weight file)") from None
+    # before the readers: safetensors reports an unreadable file as "No such file or directory"
+    check_readable(path, "weight file")
+    if size == 0:
         raise RobustOFAError(f"{path}: weight file is empty")
 
 
@@ -100,14 +108,15 @@ def load_state_file(path: str | Path, allow_training_state: bool = False) -> dic
 
 
 def save_state_file(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write tensors as safetensors atomically (a crash never leaves a half-written file in place)."""
+    """Write tensors as safetensors atomically (a crash never leaves a half-written file in place).
+
+    The file gets the umask's permissions (``0644`` under umask 022), not safetensors' own ``0600``, so a
+    zoo or variant folder shared between users stays readable.
+    """
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def _first_line(exc: BaseException) -> str:

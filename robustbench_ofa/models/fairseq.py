@@ -2,9 +2,9 @@
 
 OFA's fairseq ``.pt`` files hold a ``model`` dict (plus training state). Their parameter names differ
 from the HF port in a few module names; the renames below are applied segment by segment, in OFA's
-documented order. Prompt-tuning (``*_prompt_encoder.*``), adapter (``layers.N.adapter.*``) and BitFit
-checkpoints use the same names once renamed; the prompt/adapter hyper-parameters are read off the
-tensor shapes so those variants load without their training config.
+documented order. Tuned checkpoints use the same names once renamed; the modules a tuning method adds
+are recognised, and their hyper-parameters read off the tensor shapes, by the method itself
+(``TuningMethod.detect``, asked through ``loading.load_fairseq``), so this module knows no method.
 """
 
 from __future__ import annotations
@@ -83,24 +83,3 @@ def infer_config_fields(state: dict[str, torch.Tensor]) -> dict:
 def _count_blocks(state, stage: int) -> int:
     ids = {int(m.group(1)) for k in state if (m := re.match(rf"encoder\.embed_images\.layer{stage}\.(\d+)\.", k))}
     return max(ids) + 1 if ids else 0
-
-
-def infer_tuning(state: dict[str, torch.Tensor], config) -> list[tuple[str, dict]]:
-    """Tuning methods (name, hyper-parameters) whose extra tensors appear in a converted state dict."""
-    found: list[tuple[str, dict]] = []
-    sides = [s for s in ("encoder", "decoder") if f"{s}.{s}_prompt_encoder.embedding.weight" in state]
-    if sides:
-        side = sides[0]
-        emb = state[f"{side}.{side}_prompt_encoder.embedding.weight"]
-        reparam = f"{side}.{side}_prompt_encoder.trans.0.weight" in state
-        last = state[f"{side}.{side}_prompt_encoder.trans.2.weight"].shape[0] if reparam else emb.shape[1]
-        layers = last // (2 * config.d_model)
-        full = getattr(config, f"{side}_layers")
-        depth = "both" if len(sides) == 2 else side
-        hp = dict(length=emb.shape[0], depth=depth, reparam=reparam, layers=None if layers == full else layers)
-        if reparam:
-            hp["reparam_dim"] = state[f"{side}.{side}_prompt_encoder.trans.0.weight"].shape[0]
-        found.append(("prompt", hp))
-    if "encoder.layers.0.adapter.down_proj.weight" in state:
-        found.append(("adapter", dict(dim=state["encoder.layers.0.adapter.down_proj.weight"].shape[0])))
-    return found

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.io import check_readable
 from robustbench_ofa.models.checkpoint_io import load_state_file, save_state_file
 from robustbench_ofa.models.config import OFAConfig
-from robustbench_ofa.models.fairseq import convert_fairseq_state_dict, infer_config_fields, infer_tuning
+from robustbench_ofa.models.fairseq import convert_fairseq_state_dict, infer_config_fields
 from robustbench_ofa.models.modeling import INDEX_BUFFERS, OFAModel
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -111,14 +114,56 @@ def save_pretrained(model: OFAModel, path: str | Path) -> Path:
     return directory
 
 
-def load_fairseq(path: str | Path, config: OFAConfig | None = None) -> OFAModel:
-    """Load an OFA fairseq checkpoint (``.pt`` with a ``model`` dict), incl. prompt/adapter variants.
+class StateExtension(Protocol):
+    """Modules some checkpoints add to OFA (a tuning method's), recognised by their tensors.
 
-    Without ``config`` the architecture is inferred from tensor shapes. Prompt and adapter modules are
-    recreated from their tensors' shapes; BitFit checkpoints are plain full checkpoints.
+    Tuning methods register themselves here (``robustbench_ofa.tuning`` does it for every registered
+    method), so this module loads their checkpoints without knowing any method's tensor names.
     """
-    from robustbench_ofa.tuning import get_method
 
+    name: str
+
+    def detect(self, state: Mapping[str, torch.Tensor], config: OFAConfig) -> dict[str, Any] | None:
+        """The modules' hyper-parameters if their tensors are in ``state`` (HF names), else None."""
+
+    def attach(self, model: OFAModel, hparams: Mapping[str, Any]) -> None:
+        """Add the modules to ``model`` before its weights are loaded."""
+
+
+_EXTENSIONS: dict[str, StateExtension] = {}
+
+
+def register_state_extension(extension: StateExtension) -> StateExtension:
+    """Make ``load_fairseq`` recognise ``extension``'s tensors (a later one of the same name replaces it)."""
+    _EXTENSIONS[extension.name] = extension
+    return extension
+
+
+def state_extensions() -> list[StateExtension]:
+    """The registered extensions, by name."""
+    return [_EXTENSIONS[n] for n in sorted(_EXTENSIONS)]
+
+
+def detect_extensions(state: Mapping[str, torch.Tensor], config: OFAConfig,
+                      extensions: Sequence[StateExtension] | None = None) -> list[tuple[StateExtension, dict]]:
+    """(extension, hyper-parameters) of every extension whose tensors appear in a converted state dict."""
+    found = []
+    for ext in state_extensions() if extensions is None else extensions:
+        hparams = ext.detect(state, config)
+        if hparams is not None:
+            found.append((ext, dict(hparams)))
+    return found
+
+
+def load_fairseq(path: str | Path, config: OFAConfig | None = None,
+                 extensions: Sequence[StateExtension] | None = None) -> OFAModel:
+    """Load an OFA fairseq checkpoint (``.pt`` with a ``model`` dict), incl. tuned variants.
+
+    Without ``config`` the architecture is inferred from tensor shapes. Extra modules are recreated by
+    the extension that recognises their tensors: one of ``extensions``, or by default of the registered
+    ones (every tuning method, once ``robustbench_ofa.tuning`` is imported). Methods that add no modules
+    (BitFit) give plain full checkpoints.
+    """
     path = Path(path)
     ckpt = load_state_file(path, allow_training_state=True)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
@@ -127,16 +172,39 @@ def load_fairseq(path: str | Path, config: OFAConfig | None = None) -> OFAModel:
     if config is None:
         config = OFAConfig(**infer_config_fields(state))
     model = OFAModel(config)
-    for name, hparams in infer_tuning(state, config):
-        get_method(name, **hparams).add_modules(model)
-    load_weights_strict(model, state, str(path))
+    for ext, hparams in detect_extensions(state, config, extensions):
+        ext.attach(model, hparams)
+    try:
+        load_weights_strict(model, state, str(path))
+    except RobustOFAError as exc:
+        if extensions is None and not _EXTENSIONS:
+            raise RobustOFAError(f"{exc} (no tuning method is registered to recognise extra tensors: "
+                                 "import robustbench_ofa.tuning first)") from None
+        raise
     model.source_path = str(path)
     return model.eval()
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    check_readable(path, "weight file")
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _from_pretrained(cls, path, device="cpu", **_ignored) -> OFAModel:
+    """Load an OFA-Sys HF-format directory strictly (``load_pretrained``)."""
+    return load_pretrained(path, device)
+
+
+def _save_pretrained(self, path, **_ignored):
+    """Write ``config.json`` + ``model.safetensors``; round-trips through ``from_pretrained``."""
+    return save_pretrained(self, path)
+
+
+# Attached here, not in ``modeling`` (which loading imports): the model module does not know about files.
+# ``robustbench_ofa.models`` imports this module, so every OFAModel has them.
+OFAModel.from_pretrained = classmethod(_from_pretrained)
+OFAModel.save_pretrained = _save_pretrained

@@ -444,21 +444,3 @@ class OFAModel(PreTrainedModel):
                                      code_masks)
         return Seq2SeqLMOutput(logits=logits, past_key_values=cache,
                                encoder_last_hidden_state=encoder_outputs.last_hidden_state)
-
-
-def _from_pretrained(cls, path, device="cpu", **_ignored) -> OFAModel:
-    """Load an OFA-Sys HF-format directory strictly (see ``robustbench_ofa.models.loading``)."""
-    from robustbench_ofa.models.loading import load_pretrained
-
-    return load_pretrained(path, device)
-
-
-def _save_pretrained(self, path, **_ignored):
-    """Write ``config.json`` + ``model.safetensors``; round-trips through ``from_pretrained``."""
-    from robustbench_ofa.models.loading import save_pretrained
-
-    return save_pretrained(self, path)
-
-
-OFAModel.from_pretrained = classmethod(_from_pretrained)
-OFAModel.save_pretrained = _save_pretrained

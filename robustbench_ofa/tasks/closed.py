@@ -10,16 +10,35 @@ from collections.abc import Sequence
 
 import torch
 
+from robustbench_ofa.data.fields import (
+    VE_LABEL_MAP,
+    field_error,
+    json_string,
+    json_string_list,
+    parse_ve_label,
+    parse_vqa_ref,
+    show_value,
+)
 from robustbench_ofa.data.types import VE_LABELS, Sample
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.metrics import normalize_vqa_answer, vqa_accuracy
 from robustbench_ofa.models.generation import score_candidates
-from robustbench_ofa.models.instructions import target_text, ve_answer
+from robustbench_ofa.models.instructions import (
+    DEFAULT_MAX_WORDS,
+    VE_PREMISE_TEMPLATE,
+    VE_TEMPLATE,
+    VQA_TEMPLATE,
+    pre_caption,
+    pre_question,
+    ve_answer,
+)
 from robustbench_ofa.tasks.base import TASK_REGISTRY, Prediction, Task, TaskBatch
 
 
 class ClosedAnswerTask(Task):
     closed_answers = True
+    checks_in_loop = True
+    output_kind = "label"
 
     def __init__(self, tokenizer, image_size, answers: Sequence[str] | None = None, **kwargs):
         super().__init__(tokenizer, image_size, **kwargs)
@@ -27,7 +46,7 @@ class ClosedAnswerTask(Task):
         if len(set(self.answers)) != len(self.answers) or not self.answers:
             raise RobustOFAError(f"{self.name}: the answer set must be non-empty and without duplicates")
         self._index = {a: i for i, a in enumerate(self.answers)}
-        self.candidates = [self.tokenizer.encode(target_text(self.name, a), add_special_tokens=False)
+        self.candidates = [self.tokenizer.encode(self.answer_text(a), add_special_tokens=False)
                            for a in self.answers]
 
     def default_answers(self) -> list[str]:
@@ -52,6 +71,23 @@ class ClosedAnswerTask(Task):
         """(N, C) answer-set scores (sequence log-likelihoods); differentiable w.r.t. ``images``."""
         return score_candidates(model, self.encode(model, input_ids, images), self.candidates)
 
+    @property
+    def num_classes(self) -> int:
+        return len(self.answers)
+
+    def attack_labels(self, samples: Sequence[Sample]) -> torch.Tensor:
+        return self.labels(samples)
+
+    def attack_logits(self, model, input_ids, images, targets, samples=None, labels=None, need_fooled=False):
+        """The answer-set scores are the logits; fooled = the argmax left the true answer."""
+        logits = self.logits(model, input_ids, images)
+        fooled = logits.detach().argmax(-1).ne(labels) if need_fooled else None
+        return logits, fooled
+
+    @torch.no_grad()
+    def text_outputs(self, model, enc, samples) -> list:
+        return list(score_candidates(model, enc, self.candidates).float().cpu())
+
     @torch.no_grad()
     def predict(self, model, batch: TaskBatch, images: torch.Tensor | None = None) -> list[Prediction]:
         scores = self.logits(model, batch.input_ids, batch.images if images is None else images)
@@ -61,6 +97,56 @@ class ClosedAnswerTask(Task):
 @TASK_REGISTRY.register("ve")
 class VisualEntailment(ClosedAnswerTask):
     name = "ve"
+    aliases = ("snli_ve", "visual_entailment")
+    uses_premise = True
+    manifest_fields = ("hypothesis", "premise", "label")
+    tsv_layout = ("snli_ve", ("uniq_id", "image_id", "image", "hypothesis", "caption", "label"))
+    tsv_required = ("hypothesis", "label")
+    tsv_optional = ("caption",)  # the premise (OFA's --add-caption)
+
+    @classmethod
+    def prompt(cls, text="", premise=None, max_words=DEFAULT_MAX_WORDS) -> str:
+        hypothesis = pre_caption(text, max_words)
+        if premise is None:
+            return VE_TEMPLATE.format(hypothesis)
+        return VE_PREMISE_TEMPLATE.format(pre_caption(premise, max_words), hypothesis)
+
+    @classmethod
+    def answer_text(cls, answer, max_words=None) -> str:
+        return " " + ve_answer(answer)
+
+    @classmethod
+    def reference_text(cls, sample) -> str:
+        return sample.label or ""
+
+    @classmethod
+    def read_manifest_fields(cls, sample, obj, where) -> None:
+        sample.text = json_string(obj, "hypothesis", where)
+        sample.premise = json_string(obj, "premise", where, required=False)
+        raw = json_string(obj, "label", where)
+        sample.label = VE_LABEL_MAP.get(raw.lower())
+        if sample.label is None:
+            raise field_error(
+                where, "label", "one of yes/no/maybe or entailment/contradiction/neutral", show_value(raw)
+            )
+
+    @classmethod
+    def manifest_record(cls, sample) -> dict:
+        if sample.label not in VE_LABELS:
+            raise RobustOFAError(
+                f"sample '{sample.uid}': field 'label': expected yes/no/maybe, got {sample.label!r}"
+            )
+        fields: dict = {"hypothesis": sample.text}
+        if sample.premise is not None:
+            fields["premise"] = sample.premise
+        fields["label"] = sample.label
+        return fields
+
+    @classmethod
+    def read_tsv_row(cls, sample, row) -> None:
+        sample.text = row.text("hypothesis")
+        sample.premise = row.optional("caption")
+        sample.label = parse_ve_label(row.text("label"), where=row.where)
 
     def default_answers(self) -> list[str]:
         return list(VE_LABELS)
@@ -78,6 +164,41 @@ class VQA(ClosedAnswerTask):
     """VQA over a closed answer set; a prediction is correct when its VQA accuracy is >= 0.5."""
 
     name = "vqa"
+    main_metric = "vqa_accuracy"
+    manifest_fields = ("question", "answers", "answer")
+    tsv_layout = ("vqa", ("uniq_id", "image_id", "question", "ref", "predict_objects", "image"))
+    tsv_required = ("question", "ref")
+
+    @classmethod
+    def prompt(cls, text="", premise=None, max_words=DEFAULT_MAX_WORDS) -> str:
+        question = pre_question(text, max_words)
+        return VQA_TEMPLATE.format(question if question.endswith("?") else question + "?")
+
+    @classmethod
+    def reference_text(cls, sample) -> str:
+        if sample.label:
+            return sample.label
+        return sample.answers[0] if sample.answers else ""
+
+    @classmethod
+    def read_manifest_fields(cls, sample, obj, where) -> None:
+        sample.text = json_string(obj, "question", where)
+        sample.answers = json_string_list(obj, "answers", where)
+        sample.label = json_string(obj, "answer", where, required=False)
+
+    @classmethod
+    def manifest_record(cls, sample) -> dict:
+        fields = {"question": sample.text, "answers": list(sample.answers)}
+        if sample.label:
+            fields["answer"] = sample.label
+        return fields
+
+    @classmethod
+    def read_tsv_row(cls, sample, row) -> None:
+        sample.text = row.text("question")
+        scores, sample.answers = parse_vqa_ref(row.text("ref"), where=row.where)
+        sample.label = sample.answers[0]
+        sample.meta["answer_scores"] = scores
 
     def default_answers(self) -> list[str]:
         from robustbench_ofa.data.synthetic import VQA_ANSWERS
@@ -85,7 +206,7 @@ class VQA(ClosedAnswerTask):
         return list(VQA_ANSWERS)
 
     def answer_of(self, sample: Sample) -> str:
-        return sample.target_text
+        return self.reference_text(sample)
 
     def label_index(self, sample: Sample) -> int:
         answer = self.answer_of(sample)
@@ -100,3 +221,7 @@ class VQA(ClosedAnswerTask):
     def judge(self, value, sample) -> Prediction:
         acc = vqa_accuracy(value, sample.answers or [self.answer_of(sample)])
         return Prediction(value, acc, acc >= 0.5)
+
+    def metrics(self, preds, samples) -> dict[str, float]:
+        n = len(preds)
+        return {"vqa_accuracy": sum(p.score for p in preds) / n, "accuracy": sum(p.correct for p in preds) / n}

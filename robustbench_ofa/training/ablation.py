@@ -10,7 +10,6 @@ half-way still leaves a valid table of the finished runs.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import itertools
 import json
@@ -20,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.io import atomic_write_text
 from robustbench_ofa.training.config import TrainConfig
-from robustbench_ofa.zoo.cards import atomic_write_text
+from robustbench_ofa.tuning.base import METHODS, parse_number
 
 RESULT_FILE = "result.json"
 TABLE_CSV = "ablation.csv"
@@ -29,49 +29,16 @@ TABLE_JSON = "ablation.json"
 #: Grid axes that are training settings rather than method hyper-parameters.
 TRAIN_AXES = ("lr",)
 
-_TRUE = {"on", "true", "yes", "1"}
-_FALSE = {"off", "false", "no", "0"}
-
 
 def parse_value(method: str, key: str, text: str) -> Any:
     """Convert one command-line value to the type of ``method``'s hyper-parameter ``key``.
 
-    Booleans accept on/off/true/false/yes/no/1/0; ``none`` gives None where allowed; list-valued
-    hyper-parameters (LoRA targets) take ``+``-separated items, since commas separate grid values.
+    Training axes (``lr``) are numbers; a method's hyper-parameters are parsed by the method
+    (``TuningMethod.parse_hparam``: on/off booleans, ``none``, ``+``-separated lists).
     """
-    from robustbench_ofa.tuning import METHODS
-
     if key in TRAIN_AXES:
-        return _number(float, key, text)
-    cls = METHODS.get(method).config_cls
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if key not in fields:
-        raise RobustOFAError(f"{method}: unknown hyper-parameter '{key}'; valid: {', '.join(sorted(fields)) or 'none'}")
-    kind = str(fields[key].type)
-    low = text.strip().lower()
-    if "None" in kind and low == "none":
-        return None
-    if kind.startswith("bool"):
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise RobustOFAError(f"{method}: hyper-parameter '{key}' expects on/off, got '{text}'")
-    if kind.startswith("int"):
-        return _number(int, key, text)
-    if kind.startswith("float"):
-        return _number(float, key, text)
-    if kind.startswith("list"):
-        return [t for t in text.split("+") if t]
-    return text.strip()
-
-
-def _number(kind: type, key: str, text: str) -> Any:
-    try:
-        return kind(text)
-    except ValueError:
-        raise RobustOFAError(f"hyper-parameter '{key}' expects {'an integer' if kind is int else 'a number'}, "
-                             f"got '{text}'") from None
+        return parse_number(float, key, text)
+    return METHODS.get(method).parse_hparam(key, text)
 
 
 def parse_grid(method: str, specs: Mapping[str, str]) -> dict[str, list[Any]]:

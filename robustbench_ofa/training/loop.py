@@ -31,7 +31,7 @@ from torch import nn
 
 from robustbench_ofa.data.types import Sample
 from robustbench_ofa.errors import RobustOFAError
-from robustbench_ofa.metrics import corpus_bleu
+from robustbench_ofa.tasks import TASK_REGISTRY
 from robustbench_ofa.tasks.base import Task
 from robustbench_ofa.training.checkpoint import checkpoint_path, load_checkpoint, restore, save_checkpoint
 from robustbench_ofa.training.config import TrainConfig
@@ -39,8 +39,9 @@ from robustbench_ofa.training.schedule import lr_factor, make_plan
 
 METRICS_FILE = "metrics.jsonl"
 
-#: The headline clean metric of each task (the value zoo cards and ablation tables lead with).
-MAIN_METRIC: dict[str, str] = {"grounding": "acc@0.5", "ve": "accuracy", "vqa": "vqa_accuracy", "caption": "cider"}
+#: The headline clean metric of each task (the value zoo cards and ablation tables lead with), as the
+#: task classes declare it (``Task.main_metric``).
+MAIN_METRIC: dict[str, str] = {name: TASK_REGISTRY.get(name).main_metric for name in TASK_REGISTRY}
 
 #: Called after every optimiser step with (completed steps, the step's log record).
 Callback = Callable[[int, dict[str, Any]], None]
@@ -66,15 +67,14 @@ def evaluate_clean(model: nn.Module, task: Task, samples: Sequence[Sample], batc
                    device: str | torch.device | None = None, progress: bool = False) -> dict[str, float]:
     """Clean metrics of ``model`` on ``samples`` for one task (fractions in [0, 1]).
 
-    grounding: ``acc@0.5`` and ``miou``; ve: ``accuracy``; vqa: ``vqa_accuracy`` and ``accuracy``
-    (answers with VQA accuracy >= 0.5); caption: ``cider`` (CIDEr-D, idf from these samples' references)
-    and ``bleu4``. Every result also carries ``n``. The model's train/eval mode is restored afterwards.
+    The metrics are the task's (``Task.metrics``: grounding ``acc@0.5`` and ``miou``; ve ``accuracy``; vqa
+    ``vqa_accuracy`` and ``accuracy``; caption ``cider`` and ``bleu4``). Every result also carries ``n``.
+    The model's train/eval mode is restored afterwards.
     """
     if not samples:
         raise RobustOFAError(f"evaluate_clean: no {task.name} samples to evaluate")
     device = device or next(model.parameters()).device
-    if task.name == "caption":
-        task.set_corpus(list(samples))
+    task.prepare(list(samples))
     was_training = model.training
     model.eval()
     preds = []
@@ -87,19 +87,8 @@ def evaluate_clean(model: nn.Module, task: Task, samples: Sequence[Sample], batc
         bar.close()
     finally:
         model.train(was_training)
-    n = len(preds)
-    correct = sum(p.correct for p in preds) / n
-    mean_score = sum(p.score for p in preds) / n
-    if task.name == "grounding":
-        out = {"acc@0.5": correct, "miou": mean_score}
-    elif task.name == "vqa":
-        out = {"vqa_accuracy": mean_score, "accuracy": correct}
-    elif task.name == "caption":
-        out = {"cider": mean_score, "bleu4": corpus_bleu([p.value for p in preds], [s.captions for s in samples])}
-    else:
-        out = {"accuracy": correct}
-    out = {k: round(float(v), 6) for k, v in out.items()}
-    out["n"] = n
+    out = {k: round(float(v), 6) for k, v in task.metrics(preds, list(samples)).items()}
+    out["n"] = len(preds)
     return out
 
 

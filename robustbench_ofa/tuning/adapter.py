@@ -7,7 +7,9 @@ Parameter names (``layers.N.adapter.down_proj``/``up_proj``) match OFA's checkpo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,15 +35,19 @@ class Adapter(nn.Module):
 
 @dataclass
 class AdapterConfig(MethodConfig):
-    dim: int = 200
-    scale: float = 1.0
-    dropout: float = 0.0
+    dim: int = field(default=200, metadata={"help": "bottleneck size(s)"})
+    scale: float = field(default=1.0, metadata={"help": "scale of the adapter's output"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout inside the adapter"})
+
+
+_DOWN = ".adapter.down_proj.weight"
 
 
 @METHODS.register("adapter")
 class AdapterTuning(TuningMethod):
-    name = "adapter"
     config_cls = AdapterConfig
+    default_lr = 3e-3
+    grid_flags = {"adapter-dim": "dim"}
 
     def validate(self) -> None:
         if self.config.dim < 1:
@@ -56,3 +62,15 @@ class AdapterTuning(TuningMethod):
 
     def trainable(self, name, param) -> bool:
         return ".adapter." in name
+
+    @classmethod
+    def micro_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        return {**hparams, "dim": 4}
+
+    @classmethod
+    def detect(cls, state, config) -> dict[str, Any] | None:
+        """The bottleneck size from the first layer's ``down_proj`` (scale and dropout are not in the tensors)."""
+        down = state.get("encoder.layers.0" + _DOWN)
+        if down is None:
+            down = next((v for k, v in state.items() if k.endswith(_DOWN)), None)
+        return None if down is None else {"dim": int(down.shape[0])}

@@ -20,8 +20,8 @@ class BitFitConfig(MethodConfig):
 
 @METHODS.register("bitfit")
 class BitFit(TuningMethod):
-    name = "bitfit"
     config_cls = BitFitConfig
+    default_lr = 5e-3
 
     def trainable(self, name, param) -> bool:
         return name.endswith(".bias")
@@ -31,8 +31,8 @@ class BitFit(TuningMethod):
 class BitFitOFA(TuningMethod):
     """OFA's BitFit: LayerNorm and FFN (fc1/fc2) biases only."""
 
-    name = "bitfit-ofa"
     config_cls = BitFitConfig
+    default_lr = 5e-3
 
     def trainable(self, name, param) -> bool:
         fs = hf_to_fairseq_name(name)

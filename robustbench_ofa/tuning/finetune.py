@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from robustbench_ofa.tuning.base import METHODS, MethodConfig, TuningMethod
 
@@ -10,13 +10,13 @@ from robustbench_ofa.tuning.base import METHODS, MethodConfig, TuningMethod
 @dataclass
 class FinetuneConfig(MethodConfig):
     #: Keep the ResNet's BatchNorm statistics fixed (small CPU batches make running stats noisy).
-    freeze_batchnorm: bool = True
+    freeze_batchnorm: bool = field(default=True, metadata={"help": "keep BatchNorm statistics fixed (on/off)"})
 
 
 @METHODS.register("finetune")
 class Finetune(TuningMethod):
-    name = "finetune"
     config_cls = FinetuneConfig
+    default_lr = 5e-4
     parameter_efficient = False
 
     def trainable(self, name, param) -> bool:

@@ -42,16 +42,18 @@ class LoRALinear(nn.Linear):
 
 @dataclass
 class LoraConfig(MethodConfig):
-    rank: int = 8
-    alpha: float = 16.0
-    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    dropout: float = 0.0
+    rank: int = field(default=8, metadata={"help": "rank(s)"})
+    alpha: float = field(default=16.0, metadata={"help": "alpha(s); the update is scaled by alpha / rank"})
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"],
+                               metadata={"help": "linear layers to adapt, '+'-separated (q_proj+v_proj)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input"})
 
 
 @METHODS.register("lora")
 class LoRA(TuningMethod):
-    name = "lora"
     config_cls = LoraConfig
+    default_lr = 3e-3
+    grid_flags = {"lora-rank": "rank", "lora-alpha": "alpha"}
 
     def validate(self) -> None:
         c = self.config
@@ -76,3 +78,9 @@ class LoRA(TuningMethod):
 
     def trainable(self, name, param) -> bool:
         return name.endswith(".lora_A") or name.endswith(".lora_B")
+
+    @classmethod
+    def detect(cls, state, config) -> None:
+        """Never: alpha is not stored in the tensors, and a LoRA rebuilt with a guessed alpha would compute
+        another function than the checkpoint's (load LoRA variants with ``tuning.variant.load_variant``)."""
+        return None

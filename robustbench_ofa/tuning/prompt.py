@@ -10,7 +10,9 @@ Only the generators train; BatchNorm statistics stay frozen (the original script
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -60,19 +62,30 @@ class PromptGenerator(nn.Module):
 
 @dataclass
 class PromptConfig(MethodConfig):
-    length: int = 64
-    depth: str = "both"
+    length: int = field(default=64, metadata={"help": "prompt length(s), e.g. 10,16,32,64"})
+    depth: str = field(default="both", metadata={"help": "encoder, decoder and/or both"})
     #: Prompt only the first k layers of each prompted stack (None = all layers).
-    layers: int | None = None
-    reparam: bool = False
-    reparam_dim: int | None = None
-    dropout: float = 0.2
+    layers: int | None = field(default=None, metadata={"help": "prompt only the first k layers (none: all)"})
+    reparam: bool = field(default=False, metadata={"help": "reparameterisation on/off (or on,off)"})
+    reparam_dim: int | None = field(default=None, metadata={"help": "reparameterisation width (none: 2 x d_model)"})
+    dropout: float = field(default=0.2, metadata={"help": "dropout on the generated prompts"})
+
+
+def _generator_attr(side: str) -> str:
+    """The stack attribute holding a side's prompt generator (fairseq's name)."""
+    return f"{side}_prompt_encoder"
+
+
+def _generator_key(side: str, rest: str) -> str:
+    """A prompt generator tensor's name, e.g. ``encoder.encoder_prompt_encoder.embedding.weight``."""
+    return f"{side}.{_generator_attr(side)}.{rest}"
 
 
 @METHODS.register("prompt")
 class PromptTuning(TuningMethod):
-    name = "prompt"
     config_cls = PromptConfig
+    default_lr = 1e-2
+    grid_flags = {"prompt-length": "length", "prompt-depth": "depth", "reparam": "reparam"}
 
     def validate(self) -> None:
         c = self.config
@@ -97,10 +110,32 @@ class PromptTuning(TuningMethod):
             heads = getattr(cfg, f"{side}_attention_heads")
             gen = PromptGenerator(c.length, k, cfg.d_model, heads, c.reparam, c.reparam_dim, c.dropout,
                                   cfg.init_std)
-            setattr(stack, f"{side}_prompt_encoder", gen.to(model.device))
+            setattr(stack, _generator_attr(side), gen.to(model.device))
 
     def trainable(self, name, param) -> bool:
         return "_prompt_encoder." in name
+
+    @classmethod
+    def micro_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        return {**hparams, "length": max(1, hparams.get("length", PromptConfig.length) // 8)}
+
+    @classmethod
+    def detect(cls, state, config) -> dict[str, Any] | None:
+        sides = [s for s in ("encoder", "decoder") if _generator_key(s, "embedding.weight") in state]
+        if not sides:
+            return None
+        side = sides[0]
+        emb = state[_generator_key(side, "embedding.weight")]
+        reparam = _generator_key(side, "trans.0.weight") in state
+        last = state[_generator_key(side, "trans.2.weight")].shape[0] if reparam else emb.shape[1]
+        layers = last // (2 * config.d_model)
+        full = getattr(config, f"{side}_layers")
+        depth = "both" if len(sides) == 2 else side
+        hp: dict[str, Any] = dict(length=emb.shape[0], depth=depth, reparam=reparam,
+                                  layers=None if layers == full else layers)
+        if reparam:
+            hp["reparam_dim"] = state[_generator_key(side, "trans.0.weight")].shape[0]
+        return hp
 
 
 def prompt_param_count(length: int, d_model: int, enc_layers: int, dec_layers: int) -> int:

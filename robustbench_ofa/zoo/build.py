@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import shutil
 import sys
@@ -27,7 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustbench_ofa.zoo.cards import ModelCard, atomic_write_text, package_versions
+from robustbench_ofa.cards import package_versions
+from robustbench_ofa.io import atomic_write_text
+from robustbench_ofa.training.pipeline import RunInfo, fresh_stage, publish_stage, train_evaluate_save
 from robustbench_ofa.zoo.home import ZOO_DIR, ensure_home
 from robustbench_ofa.zoo.recipe import ZooRecipe, default_recipe
 
@@ -105,21 +106,6 @@ def _say(message: str, progress: bool) -> None:
         print(f"robust-ofa: {message}", file=sys.stderr, flush=True)
 
 
-def _finish_dir(tmp: Path, final: Path) -> None:
-    """Rename a completed artefact folder into place (replacing a stale one)."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
-def _fresh_tmp(final: Path) -> Path:
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
 def _data(recipe: ZooRecipe, split: str, n: int | dict[str, int]) -> dict[str, list]:
     """Generated samples of every recipe task; ``n`` is one count for all tasks or a count per task."""
     from robustbench_ofa.data.synthetic import generate
@@ -138,22 +124,16 @@ def _tasks(recipe: ZooRecipe, tokenizer) -> dict[str, Any]:
 def build_tokenizer(root: Path, recipe: ZooRecipe):
     """BPE on every text the generator can emit plus the OFA instruction templates of every task."""
     from robustbench_ofa.data.synthetic import corpus_texts
-    from robustbench_ofa.models.instructions import TASKS, instruction
     from robustbench_ofa.models.tokenizer import OFATokenizer, train_bpe
+    from robustbench_ofa.tasks import instruction, task_names
 
     final = root / TOKENIZER_DIR
     if not final.is_dir():
-        tmp = _fresh_tmp(final)
-        texts = corpus_texts() + [instruction(t, "x") for t in TASKS]
+        tmp = fresh_stage(final)
+        texts = corpus_texts() + [instruction(t, "x") for t in task_names()]
         train_bpe(texts, tmp, vocab_size=recipe.bpe_vocab_size, num_codes=0, num_bins=recipe.num_bins)
-        _finish_dir(tmp, final)
+        publish_stage(tmp, final)
     return OFATokenizer.from_pretrained(final)
-
-
-def _sha(path: Path) -> str:
-    from robustbench_ofa.models.loading import file_sha256
-
-    return file_sha256(path)
 
 
 def _data_specs(recipe: ZooRecipe, split: str, n: int | dict[str, int]) -> dict[str, Any]:
@@ -167,7 +147,6 @@ def build_base(root: Path, recipe: ZooRecipe, tokenizer, eval_data, progress: bo
     """Pretrain the base model from scratch, multi-task, on the pretraining split."""
     from robustbench_ofa.models import OFAConfig, OFAModel
     from robustbench_ofa.training.init import init_bin_embeddings
-    from robustbench_ofa.training.loop import evaluate_tasks, remove_checkpoint, train
 
     final = artefact_dir(root, "base")
     if final.is_dir():
@@ -179,37 +158,25 @@ def build_base(root: Path, recipe: ZooRecipe, tokenizer, eval_data, progress: bo
     if recipe.smooth_bins:
         init_bin_embeddings(model, tokenizer, seed=recipe.seed)
     tasks = _tasks(recipe, tokenizer)
-    work = root / WORK_DIR / "base"
     train_cfg = recipe.pretrain.replace(checkpoint_every=recipe.pretrain.checkpoint_every or 200)
-    result = train(model, tasks, _data(recipe, "train", recipe.pretrain_sizes()), train_cfg, out_dir=work,
-                   progress=progress, desc=f"pretrain {recipe.model_name('base')}")
-    clean = evaluate_tasks(model, tasks, eval_data, recipe.eval_batch_size)
-    tmp = _fresh_tmp(final)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.copy(work / "metrics.jsonl", tmp / "metrics.jsonl")
-    n_params = sum(p.numel() for p in model.parameters())
-    ModelCard(
-        name=recipe.model_name("base"), method="pretrain", tasks=list(recipe.tasks), base=None,
+    info = RunInfo(
+        name=recipe.model_name("base"), tasks=list(recipe.tasks), source="embedded", seed=recipe.seed,
+        image_size=recipe.image_size, data=_data_specs(recipe, "train", recipe.pretrain_sizes()),
         hparams={k: v for k, v in config.to_dict().items() if k in recipe.model or k == "vocab_size"},
-        train=train_cfg.to_dict(), data=_data_specs(recipe, "train", recipe.pretrain_sizes()), clean=clean,
-        trainable_params=n_params, total_params=n_params, sha256={"model": _sha(tmp / "model.safetensors")},
-        versions=package_versions(), seed=recipe.seed, image_size=recipe.image_size,
-        build_seconds=round(time.perf_counter() - t0, 1), source="embedded",
-        notes=f"pretrained from scratch for {result.steps} steps; clean = zero-shot on downstream_test "
-              "(held-out colour/shape pairs)",
-    ).write(tmp)
-    _finish_dir(tmp, final)
-    remove_checkpoint(work)
+        notes=lambda result: f"pretrained from scratch for {result.steps} steps; clean = zero-shot on "
+                             "downstream_test (held-out colour/shape pairs)",
+    )
+    train_evaluate_save(model, tasks, _data(recipe, "train", recipe.pretrain_sizes()), train_cfg, info, final,
+                        eval_data=eval_data, eval_batch_size=recipe.eval_batch_size, tokenizer=tokenizer,
+                        work=root / WORK_DIR / "base", atomic=True, progress=progress,
+                        desc=f"pretrain {recipe.model_name('base')}", started=t0)
 
 
 def build_variant(root: Path, recipe: ZooRecipe, index: int, tokenizer, train_data, eval_data,
                   progress: bool) -> None:
     """Tune one variant of the base multi-task on the downstream training split."""
     from robustbench_ofa.models.loading import load_pretrained
-    from robustbench_ofa.training.loop import evaluate_tasks, remove_checkpoint, train
-    from robustbench_ofa.tuning import count_trainable, get_method
-    from robustbench_ofa.tuning.variant import TENSOR_FILE, save_variant
+    from robustbench_ofa.tuning import get_method
 
     spec = recipe.variants[index]
     final = artefact_dir(root, spec.name)
@@ -219,29 +186,15 @@ def build_variant(root: Path, recipe: ZooRecipe, index: int, tokenizer, train_da
     base_dir = artefact_dir(root, "base")
     model = load_pretrained(base_dir)
     seed_everything(recipe.seed + 1 + index)
-    method = get_method(spec.method, **spec.hparams)
-    method.apply(model)
+    get_method(spec.method, **spec.hparams).apply(model)
     tasks = _tasks(recipe, tokenizer)
-    work = root / WORK_DIR / spec.name
     train_cfg = spec.train.replace(checkpoint_every=spec.train.checkpoint_every or 100)
-    train(model, tasks, train_data, train_cfg, out_dir=work, progress=progress,
-          desc=f"tune {recipe.model_name(spec.name)}")
-    clean = evaluate_tasks(model, tasks, eval_data, recipe.eval_batch_size)
-    tmp = _fresh_tmp(final)
-    name = recipe.model_name(spec.name)
-    save_variant(model, tmp, name=name, task=",".join(recipe.tasks), base_dir=base_dir)
-    shutil.copy(work / "metrics.jsonl", tmp / "metrics.jsonl")
-    ModelCard(
-        name=name, method=spec.method, tasks=list(recipe.tasks), base=recipe.model_name("base"),
-        hparams=method.config.to_dict(), train=train_cfg.to_dict(),
-        data=_data_specs(recipe, "downstream_train", recipe.downstream_n), clean=clean,
-        trainable_params=count_trainable(model), total_params=sum(p.numel() for p in model.parameters()),
-        sha256={"base": _sha(base_dir / "model.safetensors"), "variant": _sha(tmp / TENSOR_FILE)},
-        versions=package_versions(), seed=recipe.seed + 1 + index, image_size=recipe.image_size,
-        build_seconds=round(time.perf_counter() - t0, 1), source="embedded",
-    ).write(tmp)
-    _finish_dir(tmp, final)
-    remove_checkpoint(work)
+    info = RunInfo(name=recipe.model_name(spec.name), tasks=list(recipe.tasks), source="embedded",
+                   base=recipe.model_name("base"), seed=recipe.seed + 1 + index, image_size=recipe.image_size,
+                   data=_data_specs(recipe, "downstream_train", recipe.downstream_n))
+    train_evaluate_save(model, tasks, train_data, train_cfg, info, final, eval_data=eval_data,
+                        eval_batch_size=recipe.eval_batch_size, base_dir=base_dir, work=root / WORK_DIR / spec.name,
+                        atomic=True, progress=progress, desc=f"tune {recipe.model_name(spec.name)}", started=t0)
 
 
 def _write_index(root: Path, recipe: ZooRecipe, seconds: float) -> None:

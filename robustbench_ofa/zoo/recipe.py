@@ -15,6 +15,7 @@ from typing import Any
 
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.training.config import TrainConfig
+from robustbench_ofa.tuning import METHODS
 
 #: Bump when the build procedure changes in a way that changes weights for the same recipe.
 BUILD_VERSION = 2  # 2: channels-last ResNet activations (float rounding differs from 1)
@@ -166,14 +167,12 @@ def default_recipe() -> ZooRecipe:
 
 
 def micro_recipe(**overrides: Any) -> ZooRecipe:
-    """A seconds-long recipe with the embedded zoo's structure, for tests."""
+    """A seconds-long recipe with the embedded zoo's structure, for tests (each method shrinks its own
+    hyper-parameters: ``TuningMethod.micro_hparams``)."""
     train = dict(max_steps=4, batch_size=4, warmup_steps=1, log_every=2)
-    variants = tuple(
-        VariantRecipe(v.name, v.method, {**v.hparams, **({"length": v.hparams["length"] // 8} if v.method == "prompt" else {}),
-                                         **({"dim": 4} if v.method == "adapter" else {})},
-                      v.train.replace(**train))
-        for v in EMBEDDED.variants
-    )
+    variants = tuple(VariantRecipe(v.name, v.method, METHODS.get(v.method).micro_hparams(v.hparams),
+                                   v.train.replace(**train))
+                     for v in EMBEDDED.variants)
     fields: dict[str, Any] = dict(
         prefix="micro", image_size=32, pretrain_n=8, downstream_n=8, eval_n=4, bpe_vocab_size=400, num_bins=16,
         model=dict(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,

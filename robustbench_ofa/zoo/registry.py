@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robustbench_ofa.cards import CARD_FILE, ModelCard
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.io import atomic_write_text
 from robustbench_ofa.zoo.build import artefact_dir, ensure_embedded, is_built, zoo_root
-from robustbench_ofa.zoo.cards import CARD_FILE, ModelCard, atomic_write_text
 from robustbench_ofa.zoo.home import REGISTRY_FILE, ensure_home, resolve_home
 from robustbench_ofa.zoo.recipe import ZooRecipe, default_recipe
 
@@ -73,41 +74,47 @@ def _write_registry(home: str | Path | None, models: dict[str, dict[str, Any]]) 
 
 
 def _folder_kind(path: Path) -> str:
-    """``variant`` (variant.json), ``checkpoint`` (config.json + weights), else a one-line error."""
+    """``variant`` (tuned tensors or an old ``variant.json``), ``checkpoint`` (config.json + weights), else a
+    one-line error."""
     from robustbench_ofa.models.loading import WEIGHT_FILES
-    from robustbench_ofa.tuning.variant import CARD_FILE as VARIANT_FILE
+    from robustbench_ofa.tuning.variant import is_variant_folder
 
     if not path.is_dir():
         raise RobustOFAError(f"{path}: not a folder (expected an OFA checkpoint or tuned-variant folder)")
-    if (path / VARIANT_FILE).is_file():
+    if is_variant_folder(path):
         return "variant"
     if (path / "config.json").is_file():
         if not any((path / w).is_file() for w in WEIGHT_FILES):
             raise RobustOFAError(f"{path}: no weight file (expected one of {', '.join(WEIGHT_FILES)})")
         return "checkpoint"
-    raise RobustOFAError(f"{path}: neither config.json (an OFA checkpoint) nor variant.json (a tuned variant)")
+    raise RobustOFAError(f"{path}: neither config.json (an OFA checkpoint) nor trainable.safetensors (a tuned "
+                         "variant)")
 
 
 def _tokenizer_dir(path: Path, kind: str) -> Path:
     from robustbench_ofa.models.tokenizer import VOCAB_FILE
-    from robustbench_ofa.tuning.variant import CARD_FILE as VARIANT_FILE
-    from robustbench_ofa.tuning.variant import VariantCard
+    from robustbench_ofa.tuning.variant import read_variant_card
 
     for candidate in (path, path / "tokenizer"):
         if (candidate / VOCAB_FILE).is_file():
             return candidate
     if kind == "variant":
-        base = Path(VariantCard.read(path / VARIANT_FILE).base_path)
-        for candidate in (base, base / "tokenizer"):
+        base_path = read_variant_card(path).base_path
+        for candidate in (() if not base_path else (Path(base_path), Path(base_path) / "tokenizer")):
             if (candidate / VOCAB_FILE).is_file():
                 return candidate
     raise RobustOFAError(f"{path}: no tokenizer (vocab.json + merges.txt) in the folder or its base")
 
 
 def card_for_folder(path: Path, name: str, entry: dict[str, Any] | None = None) -> ModelCard:
-    """The folder's ``card.json`` if it has one, else a card built from what the folder holds."""
+    """The folder's card (``card.json``; a variant's also in the old ``variant.json`` layout), else a card
+    built from what the folder holds."""
+    from robustbench_ofa.tuning.variant import read_variant_card
+
     entry = entry or {}
-    if (path / CARD_FILE).is_file():
+    if _folder_kind(path) == "variant":
+        card = read_variant_card(path)
+    elif (path / CARD_FILE).is_file():
         card = ModelCard.read(path)
     else:
         card = _synth_card(path, name)
@@ -121,16 +128,9 @@ def card_for_folder(path: Path, name: str, entry: dict[str, Any] | None = None) 
 
 
 def _synth_card(path: Path, name: str) -> ModelCard:
+    """A card for a checkpoint folder that has none (an OFA-Sys download)."""
     from robustbench_ofa.models.loading import file_sha256, weight_file
-    from robustbench_ofa.tuning.variant import CARD_FILE as VARIANT_FILE
-    from robustbench_ofa.tuning.variant import TENSOR_FILE, VariantCard
 
-    if _folder_kind(path) == "variant":
-        vc = VariantCard.read(path / VARIANT_FILE)
-        return ModelCard(name=name, method=vc.method, tasks=[t for t in vc.task.split(",") if t], base=vc.base_path,
-                         hparams=vc.hparams, trainable_params=vc.trainable_params,
-                         sha256={"base": vc.base_sha256, "variant": file_sha256(path / TENSOR_FILE)},
-                         source="user", status="registered")
     return ModelCard(name=name, method="checkpoint", tasks=[], sha256={"model": file_sha256(weight_file(path))},
                      source="user", status="registered")
 
@@ -231,7 +231,7 @@ def register(path: str | Path, name: str, home: str | Path | None = None, image_
     the first evaluation.
     """
     recipe = recipe or default_recipe()
-    from robustbench_ofa.models.instructions import canonical_task
+    from robustbench_ofa.tasks import canonical_task
 
     if not _NAME_RE.match(name or ""):
         raise RobustOFAError(f"model name '{name}': use letters, digits, '.', '_' or '-' (max 100 characters)")

@@ -1,66 +1,29 @@
-"""Text attack recipes that run offline, as TextAttack attacks with the benchmark's word budget.
-
-Each recipe is TextAttack's published one, rebuilt from TextAttack components so that it (1) runs on the
-offline resources (``attacks.text.resources``), (2) counts its budget in whitespace words
-(``WordBudget``, default 1 word, the vision-language convention) and (3) works around TextAttack 0.3.11
-breakages:
-
-* ``deepwordbug``  character swap/substitute/delete/insert, greedy by word importance ("unk" ranking),
-  Levenshtein <= 30 (Gao et al. 2018).
-* ``pruthi``       typo-like edits inside words of >= 4 letters, first/last letter kept, greedy
-  (Pruthi et al. 2019).
-* ``pwws``         WordNet synonyms ranked by probability-weighted word saliency (Ren et al. 2019).
-  ``WordSwapWordNet``'s constructor calls ``nltk.download('omw-1.4')`` (network): a subclass skips it.
-* ``textfooler-glove``  TextFooler's search and constraints (Jin et al. 2020) with the swaps from GloVe
-  6B 50d neighbours (cosine >= 0.5) instead of counter-fitted vectors, and all-MiniLM-L6-v2 sentence
-  similarity (cosine >= 0.7 on the whole text) instead of the Universal Sentence Encoder; the POS
-  constraint is dropped (flair's tagger is not available offline). Not TextFooler as published: a
-  TextFooler-like attack, named so.
-* ``badchars``     Bad Characters (Boucher et al. 2021): invisible characters, then Bidi reorderings,
-  then deletion control characters, each a differential-evolution search, until one succeeds.
-  Homoglyphs are left out (the wheel lacks ``intentional_homoglyphs.txt``). TextAttack's search
-  evaluates one candidate per model call, ignores the query budget (and crashes when it runs out) and
-  does not stop on success; ``BatchedDifferentialEvolution`` scores each generation in one batch, stops
-  on success or budget, and is seeded.
-
-Import this module only after ``resources.import_textattack()``.
+"""TextAttack building blocks shared by the offline recipes (``attacks.text.recipes``) and the work-arounds
+for TextAttack 0.3.11's breakages (see each class). Imports TextAttack: import only after
+``resources.import_textattack()`` (the recipe modules do so inside their builders).
 """
+
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
-from textattack import Attack
 from textattack.constraints import Constraint
-from textattack.constraints.overlap import LevenshteinEditDistance
-from textattack.constraints.pre_transformation import MinWordLength, RepeatModification, StopwordModification
-from textattack.constraints.semantics import WordEmbeddingDistance
 from textattack.constraints.semantics.sentence_encoders import SentenceEncoder
-from textattack.search_methods import DifferentialEvolution, GreedySearch, GreedyWordSwapWIR
+from textattack.search_methods import DifferentialEvolution
 from textattack.shared import WordEmbedding
 from textattack.transformations import (
-    CompositeTransformation,
-    WordSwapDeletions,
-    WordSwapEmbedding,
-    WordSwapInvisibleCharacters,
-    WordSwapNeighboringCharacterSwap,
-    WordSwapQWERTY,
-    WordSwapRandomCharacterDeletion,
-    WordSwapRandomCharacterInsertion,
-    WordSwapRandomCharacterSubstitution,
-    WordSwapReorderings,
     WordSwapWordNet,
 )
 
 from attacks.text.budget import TextBudget, words_changed
 from attacks.text.resources import TextResources
 
-#: TextFooler-like thresholds (see module docstring).
+#: TextFooler-like thresholds (see ``attacks.text.recipes.textfooler_glove``).
 GLOVE_MIN_COS = 0.5
 GLOVE_CANDIDATES = 50
 MINILM_MIN_COS = 0.7
@@ -187,54 +150,3 @@ class RecipeContext:
     seed: int
 
 
-def _deepwordbug(ctx: RecipeContext) -> list:
-    transformation = CompositeTransformation([
-        WordSwapNeighboringCharacterSwap(), WordSwapRandomCharacterSubstitution(),
-        WordSwapRandomCharacterDeletion(), WordSwapRandomCharacterInsertion()])
-    constraints = [RepeatModification(), StopwordModification(), LevenshteinEditDistance(30),
-                   WordBudget(ctx.budget.words)]
-    return [Attack(ctx.goal_function, constraints, transformation, GreedyWordSwapWIR("unk"))]
-
-
-def _pruthi(ctx: RecipeContext) -> list:
-    edit = dict(random_one=False, skip_first_char=True, skip_last_char=True)
-    transformation = CompositeTransformation([
-        WordSwapNeighboringCharacterSwap(**edit), WordSwapRandomCharacterDeletion(**edit),
-        WordSwapRandomCharacterInsertion(**edit), WordSwapQWERTY(**edit)])
-    constraints = [MinWordLength(min_length=4), StopwordModification(), WordBudget(ctx.budget.words),
-                   RepeatModification()]
-    return [Attack(ctx.goal_function, constraints, transformation, GreedySearch())]
-
-
-def _pwws(ctx: RecipeContext) -> list:
-    constraints = [RepeatModification(), StopwordModification(), WordBudget(ctx.budget.words)]
-    return [Attack(ctx.goal_function, constraints, OfflineWordNetSwap(), GreedyWordSwapWIR("weighted-saliency"))]
-
-
-def _textfooler_glove(ctx: RecipeContext) -> list:
-    embedding = glove_embedding(str(ctx.resources.glove))
-    constraints = [RepeatModification(), StopwordModification(),
-                   WordEmbeddingDistance(embedding=embedding, min_cos_sim=GLOVE_MIN_COS),
-                   MiniLMSimilarity(ctx.resources.minilm), WordBudget(ctx.budget.words)]
-    transformation = WordSwapEmbedding(max_candidates=GLOVE_CANDIDATES, embedding=embedding)
-    return [Attack(ctx.goal_function, constraints, transformation, GreedyWordSwapWIR("delete"))]
-
-
-def _badchars(ctx: RecipeContext) -> list:
-    attacks = []
-    for i, transformation in enumerate((WordSwapInvisibleCharacters(), WordSwapReorderings(), WordSwapDeletions())):
-        search = BatchedDifferentialEvolution(ctx.seed + i, popsize=DE_POPSIZE, maxiter=DE_MAXITER,
-                                              max_perturbs=ctx.budget.words)
-        attacks.append(Attack(ctx.goal_function, [WordBudget(ctx.budget.words)], transformation, search))
-    return attacks
-
-
-#: Recipe name -> builder: one or more TextAttack attacks, run in order until one succeeds (one shared
-#: query budget). Names, descriptions and resources are listed in ``attacks.text.catalog``.
-BUILDERS: dict[str, Callable[[RecipeContext], list]] = {
-    "deepwordbug": _deepwordbug,
-    "pruthi": _pruthi,
-    "pwws": _pwws,
-    "textfooler-glove": _textfooler_glove,
-    "badchars": _badchars,
-}

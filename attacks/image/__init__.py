@@ -1,0 +1,7 @@
+"""Image attacks, one module each (as torchattacks lays them out); importing this package registers them.
+
+``fgsm``, ``pgd`` and ``pgdl2`` run on the project's early-stopping engines (step for step torchattacks'
+rules, see ``attacks.engines``); the others are torchattacks' own classes on the task view.
+"""
+
+from attacks.image import apgd, apgdt, autoattack, cw, fgsm, pgd, pgdl2, square  # noqa: F401  (registration)

@@ -1,0 +1,58 @@
+"""Runners shared by the image attacks: the project's early-stopping engine and torchattacks' classes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from attacks.engines import EngineResult, run_pgd
+from attacks.objective import Objective
+from attacks.threat import Threat
+from attacks.views import TaskView
+
+
+def default_alpha(params, eps: float) -> float:
+    """Madry et al.'s rule, 2.5 * eps / steps, unless a step size is given."""
+    return params.alpha if params.alpha is not None else 2.5 * eps / params.steps
+
+
+def engine_runner(threat: Threat, single_step: bool = False):
+    """PGD on the early-stopping engine (restarts keep, per sample, an image that fools); FGSM is one
+    step of size eps without a random start."""
+
+    def runner(spec, view, images, eps, params, seeds):
+        objective = Objective(view)
+        if single_step:
+            return run_pgd(objective, images, eps, eps, 1, threat, random_start=False,
+                           early_stop=False, seeds=seeds)
+        best = None
+        for restart in range(max(1, params.restarts)):
+            res = run_pgd(objective, images, eps, default_alpha(params, eps), params.steps, threat,
+                          params.random_start, params.early_stop, [s + 7919 * restart for s in seeds])
+            best = res if best is None else keep_fooled(view, best, res)
+        return best
+
+    return runner
+
+
+def keep_fooled(view: TaskView, a: EngineResult, b: EngineResult) -> EngineResult:
+    """Across restarts keep, per sample, an image that fools the model if either restart found one."""
+    with torch.no_grad():
+        preds = view.task.predict(view.model, view.batch, images=a.adv)
+    fooled = torch.tensor([not p.correct for p in preds], device=a.adv.device)
+    adv = torch.where(fooled[:, None, None, None], a.adv, b.adv)
+    return EngineResult(adv, a.stopped | b.stopped, a.first_grad)
+
+
+def stock_runner(build: Callable):
+    """A torchattacks class built by ``build(view, eps, params, seed)``, seeded by the batch's first seed."""
+
+    def runner(spec, view, images, eps, params, seeds):
+        torch.manual_seed(int(seeds[0]) if seeds else 0)
+        attack = build(view, eps, params, int(seeds[0]) if seeds else 0)
+        adv = attack(images, view.labels())
+        return EngineResult(adv.detach(), torch.zeros(len(images), dtype=torch.bool),
+                            torch.full((len(images),), float("nan")))
+
+    return runner
