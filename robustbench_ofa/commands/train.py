@@ -11,18 +11,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from robustbench_ofa.configcli import add_arguments, check_values, help_of, values_from_args
 from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.training.config import TrainConfig
+from robustbench_ofa.tuning import grid_flags
 
-#: Method-specific grid flags: flag dest -> (method, hyper-parameter).
-GRID_FLAGS: dict[str, tuple[str, str]] = {
-    "prompt_length": ("prompt", "length"),
-    "prompt_depth": ("prompt", "depth"),
-    "reparam": ("prompt", "reparam"),
-    "adapter_dim": ("adapter", "dim"),
-    "lora_rank": ("lora", "rank"),
-    "lora_alpha": ("lora", "alpha"),
-}
-
+#: Where the command line's defaults differ from TrainConfig's: CLI runs are resumable by default.
+CLI_DEFAULTS = {"checkpoint_every": 100}
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="pretrain a small OFA or tune a base with any method")
@@ -55,12 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", default=None, metavar="[TASK=]SPEC",
                    help="training data (default synthetic:downstream_train)")
     p.add_argument("--out", required=True, help="output folder (a variant, or runs/ + ablation table for a grid)")
-    p.add_argument("--prompt-length", default=None, help="prompt: prompt length(s), e.g. 10,16,32,64")
-    p.add_argument("--prompt-depth", default=None, help="prompt: encoder, decoder and/or both")
-    p.add_argument("--reparam", default=None, help="prompt: reparameterisation on/off (or on,off)")
-    p.add_argument("--adapter-dim", default=None, help="adapter: bottleneck size(s)")
-    p.add_argument("--lora-rank", default=None, help="lora: rank(s)")
-    p.add_argument("--lora-alpha", default=None, help="lora: alpha(s)")
+    # each method's own grid flags, as the method declares them (``TuningMethod.grid_flags``)
+    for dest, flag in grid_flags().items():
+        p.add_argument("--" + dest.replace("_", "-"), dest=dest, default=None, help=flag.help + " (comma list: grid)")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=V1[,V2...]",
                    help="any hyper-parameter of the method (repeatable); lists run a grid")
     _add_common(p, grid=True)
@@ -73,24 +65,12 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     p.add_argument("--n", type=int, default=None, help="training samples per task (default: all; synthetic 1000)")
     p.add_argument("--eval-n", type=int, default=256, help="evaluation samples per task")
     p.add_argument("--image-size", type=int, default=None, help="input resolution (default: the base's, or 96)")
-    p.add_argument("--lr", default=None, help="peak learning rate" + (" (comma list: grid)" if grid else ""))
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps")
-    p.add_argument("--epochs", type=float, default=None, help="passes over the data (instead of --steps)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--mix", default="alternate", help="multi-task batching: alternate (one task per step) or sum")
-    p.add_argument("--warmup-ratio", type=float, default=0.06)
-    p.add_argument("--decay", default="linear", help="linear, cosine or constant")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (bf16 autocast on CUDA)")
+    p.add_argument("--lr", default=None, help=help_of(TrainConfig, "lr") + " (default: the method's own)"
+                   + (" (comma list: grid)" if grid else ""))
+    # every other training option is generated from TrainConfig (help, default and check written there)
+    add_arguments(p.add_argument_group("training"), TrainConfig, skip=("lr",), defaults=CLI_DEFAULTS)
     p.add_argument("--no-bf16", action="store_true", help="keep fp32 on CUDA")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--beam", type=int, default=1, help="beam size for grounding/caption evaluation")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--home", default=None, help="cache directory for zoo names")
@@ -112,14 +92,13 @@ def _tasks_arg(text: str) -> list[str]:
 
 
 def _train_config(args: argparse.Namespace, lr: float, default_steps: int) -> Any:
-    from robustbench_ofa.training.config import TrainConfig
-
-    steps = args.steps if args.steps is not None or args.epochs is not None else default_steps
-    return TrainConfig(lr=lr, max_steps=steps, epochs=args.epochs, batch_size=args.batch_size,
-                       warmup_ratio=args.warmup_ratio, decay=args.decay, mix=args.mix, weight_decay=args.weight_decay,
-                       label_smoothing=args.label_smoothing, clip_norm=args.clip, seed=args.seed,
-                       device=args.device, bf16=False if args.no_bf16 else None, num_threads=args.threads,
-                       log_every=args.log_every, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
+    """The run's TrainConfig from the generated options; a bad value is one line naming its option."""
+    values = values_from_args(TrainConfig, args, skip=("lr",))
+    if values["max_steps"] is None and values["epochs"] is None:
+        values["max_steps"] = default_steps
+    values["lr"] = lr
+    check_values(TrainConfig, values)
+    return TrainConfig(**values, bf16=False if args.no_bf16 else None)
 
 
 def _scene_fields(card: Any | None = None) -> dict[str, Any]:
@@ -279,7 +258,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _grid_specs(args: argparse.Namespace) -> dict[str, str]:
     specs: dict[str, str] = {}
-    for dest, (method, key) in GRID_FLAGS.items():
+    for dest, flag in grid_flags().items():
+        method, key = flag.method, flag.key
         value = getattr(args, dest)
         if value is None:
             continue

@@ -16,6 +16,18 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from robustbench_ofa.configcli import (
+    check_values,
+    count,
+    fraction,
+    non_negative,
+    one_of,
+    opt,
+    optional,
+    positive,
+    positive_number,
+    unit_interval,
+)
 from robustbench_ofa.errors import RobustOFAError
 
 DECAYS = ("linear", "cosine", "constant")
@@ -24,40 +36,50 @@ MIXES = ("alternate", "sum")
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters and bookkeeping intervals of one training run."""
+    """Hyper-parameters and bookkeeping intervals of one training run.
 
-    lr: float = 1e-3
+    Fields declared with ``opt`` are ``robust-ofa train``'s options (help, default and check written once
+    here); ``cli=False`` fields are checked the same way but set only from code or a config file.
+    """
+
+    lr: float = opt(1e-3, help="peak learning rate", check=positive_number)
     #: Warm-up steps; ``None`` uses ``warmup_ratio`` of the total steps (OFA: 0.06).
-    warmup_steps: int | None = None
-    warmup_ratio: float = 0.06
-    decay: str = "linear"
+    warmup_steps: int | None = opt(None, cli=False, help="warm-up steps (None: warmup_ratio of all steps)",
+                                   check=optional(count))
+    warmup_ratio: float = opt(0.06, help="warm-up steps as a share of all steps", check=fraction)
+    decay: str = opt("linear", help="learning-rate decay after warm-up", choices=lambda: DECAYS,
+                     check=one_of(DECAYS))
     #: Floor of the decayed learning rate, as a fraction of ``lr``.
-    min_lr_ratio: float = 0.0
-    weight_decay: float = 0.01
+    min_lr_ratio: float = opt(0.0, cli=False, help="floor of the decayed lr, as a share of lr", check=unit_interval)
+    weight_decay: float = opt(0.01, help="AdamW weight decay", check=non_negative)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    label_smoothing: float = 0.1
+    label_smoothing: float = opt(0.1, help="label smoothing of the targets", check=fraction)
     #: Gradient-norm clip; 0 disables clipping.
-    clip_norm: float = 1.0
-    batch_size: int = 32
+    clip_norm: float = opt(1.0, aliases=("--clip",), help="gradient-norm clip (0: off)", check=non_negative)
+    batch_size: int = opt(32, help="samples per optimiser step", check=positive)
     #: Total optimiser steps; if ``None``, ``epochs`` passes over the training data.
-    max_steps: int | None = None
-    epochs: float | None = None
+    max_steps: int | None = opt(None, type=int, flag="--steps", aliases=("--max-steps",), help="optimiser steps",
+                                check=optional(positive))
+    epochs: float | None = opt(None, type=float, help="passes over the data (instead of --steps)",
+                               check=optional(positive_number))
     #: Multi-task batching: "alternate" (each step one task's batch) or "sum" (each step one batch of
     #: every task, gradients summed, as in OFA's multi-task pretraining).
-    mix: str = "alternate"
-    seed: int = 0
-    device: str = "cpu"
+    mix: str = opt("alternate", help="multi-task batching: alternate (one task per step) or sum (all, summed)",
+                   choices=lambda: MIXES, check=one_of(MIXES))
+    seed: int = opt(0, help="seed of initialisation, data order and dropout")
+    device: str = opt("cpu", help="cpu, cuda, cuda:1, ... (bf16 autocast on CUDA)")
     #: bf16 autocast; ``None`` = on when ``device`` is CUDA (never on CPU: it would break bit-reproducibility).
     bf16: bool | None = None
     #: Torch intra-op threads for the run (``None`` leaves torch's setting alone).
-    num_threads: int | None = None
-    eval_batch_size: int = 64
+    num_threads: int | None = opt(None, type=int, flag="--threads", aliases=("--num-threads",),
+                                  help="torch CPU threads", check=optional(positive))
+    eval_batch_size: int = opt(64, cli=False, help="samples per evaluation batch", check=positive)
     #: Evaluate on the eval data every this many steps (0 = only at the end).
-    eval_every: int = 0
-    log_every: int = 10
+    eval_every: int = opt(0, help="evaluate every N steps (0: only at the end)", check=count)
+    log_every: int = opt(10, help="log every N steps", check=count)
     #: Write a resumable checkpoint every this many steps (0 = never, so no resume either).
-    checkpoint_every: int = 0
+    checkpoint_every: int = opt(0, help="write a resumable checkpoint every N steps (0: never)", check=count)
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):
@@ -65,44 +87,11 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Reject impossible settings with one-line errors naming the field."""
-        def bad(name: str, expected: str) -> RobustOFAError:
-            return RobustOFAError(f"training config field '{name}': expected {expected}, got {getattr(self, name)!r}")
-
-        if not self.lr > 0:
-            raise bad("lr", "a positive number")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise bad("warmup_steps", "an int >= 0")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise bad("warmup_ratio", "a number in [0, 1)")
-        if self.decay not in DECAYS:
-            raise bad("decay", f"one of {', '.join(DECAYS)}")
-        if self.mix not in MIXES:
-            raise bad("mix", f"one of {', '.join(MIXES)}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise bad("min_lr_ratio", "a number in [0, 1]")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", "a number >= 0")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise bad("label_smoothing", "a number in [0, 1)")
-        if self.clip_norm < 0:
-            raise bad("clip_norm", "a number >= 0")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise bad("batch_size", "an int >= 1")
+        """Reject impossible settings with one-line errors naming the field (the checks are the fields')."""
+        check_values(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                     label=lambda f: f"training config field '{f.name}'", show=repr)
         if self.max_steps is None and self.epochs is None:
             raise RobustOFAError("training config: set 'max_steps' or 'epochs'")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
-            raise bad("max_steps", "an int >= 1")
-        if self.epochs is not None and not self.epochs > 0:
-            raise bad("epochs", "a positive number")
-        for name in ("eval_batch_size",):
-            if getattr(self, name) < 1:
-                raise bad(name, "an int >= 1")
-        for name in ("eval_every", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise bad(name, "an int >= 0")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise bad("num_threads", "an int >= 1")
 
     @property
     def use_bf16(self) -> bool:
