@@ -8,6 +8,9 @@ fooled at step t keeps that image and leaves the batch, so it costs no further g
 
 Random starts are drawn per sample from a generator seeded by the sample's own seed, so a sample's
 result does not depend on which other samples share its batch (resume-safe).
+
+The adaptive attacks (``pgd-margin``, ``pgd-targeted``, ``eot-pgd``) run this same engine on another
+objective (margin loss, targeted cross-entropy, EOT-averaged gradients: ``attacks.objective``).
 """
 
 from __future__ import annotations
@@ -46,22 +49,35 @@ def _random_start(images: torch.Tensor, eps: float, norm: str, seeds: list[int])
 
 def run_pgd(objective: Objective, images: torch.Tensor, eps: float, alpha: float, steps: int,
             norm: Threat = Threat.LINF, random_start: bool = True, early_stop: bool = True,
-            seeds: list[int] | None = None, eps_for_division: float = 1e-10) -> EngineResult:
-    """PGD (``Threat.LINF`` or ``Threat.L2``); FGSM is ``steps=1, alpha=eps, random_start=False``."""
+            seeds: list[int] | None = None, eps_for_division: float = 1e-10,
+            rows: torch.Tensor | None = None, stop_stuck: bool = False) -> EngineResult:
+    """PGD (``Threat.LINF`` or ``Threat.L2``); FGSM is ``steps=1, alpha=eps, random_start=False``.
+
+    ``rows``: attack only these rows of the batch (the others keep their input image); default all. The
+    gradient comes from ``objective.grad_and_fooled`` (cross-entropy unless the objective says otherwise).
+    ``stop_stuck``: a row whose gradient is exactly 0 everywhere (a masked gradient) stays where it is
+    and leaves the batch: with a deterministic objective every further step would give the same image.
+    """
     n = len(images)
     device = images.device
     x0 = images.detach()
     adv = _random_start(x0, eps, norm, seeds or list(range(n))) if random_start else x0.clone()
-    active = torch.arange(n, device=device)
+    if rows is None:
+        active = torch.arange(n, device=device)
+    else:
+        active = rows.to(device=device, dtype=torch.long)
+        keep = torch.ones(n, dtype=torch.bool, device=device)
+        keep[active] = False
+        adv[keep] = x0[keep]
     stopped = torch.zeros(n, dtype=torch.bool, device=device)
     first_grad = torch.full((n,), float("nan"))
     check = early_stop and objective.checks_in_loop
+    stuck_stop = stop_stuck and not getattr(objective, "stochastic", None)
     for step in range(steps):
         if len(active) == 0:
             break
         x = adv.index_select(0, active).clone().requires_grad_(True)
-        loss, fooled = objective.loss_and_fooled(x, active, need_fooled=check)
-        grad = torch.autograd.grad(loss, x)[0]
+        grad, fooled = objective.grad_and_fooled(x, active, need_fooled=check)
         if step == 0:
             first_grad[active.cpu()] = grad.detach().abs().flatten(1).mean(1).cpu() * len(active)
         if fooled is not None and bool(fooled.any()):
@@ -70,6 +86,12 @@ def run_pgd(objective: Objective, images: torch.Tensor, eps: float, alpha: float
             active, x, grad = active[keep], x[keep], grad[keep]
             if len(active) == 0:
                 break
+        if stuck_stop:
+            moving = grad.flatten(1).abs().amax(1) > 0
+            if not bool(moving.all()):
+                active, x, grad = active[moving], x[moving], grad[moving]
+                if len(active) == 0:
+                    break
         base = x0.index_select(0, active)
         if norm == Threat.LINF:
             new = x.detach() + alpha * grad.sign()

@@ -72,6 +72,8 @@ def render(report: Report) -> str:
         flag_rows=_flag_rows(report), flags_table=flags_table(report),
         example_groups=_example_groups(report),
         has_boxes=any(draws_boxes(e.task) for e in report.examples),
-        thresholds={"vanishing": f"{agg.VANISHING_GRAD:g}", "large_eps": f"{agg.LARGE_EPS_MAX_ACC:.0%}",
+        thresholds={"vanishing": f"{agg.VANISHING_GRAD:g}",
+                    "large_eps": f"{agg.LARGE_EPS_MAX_ACC:.0%} (the 95% Wilson lower bound; worst case of the run's "
+                                 "attacks and the strong ones)",
                     "nondet": f"{agg.NONDETERMINISM_TOL:g}"},
     )

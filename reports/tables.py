@@ -206,10 +206,62 @@ def flags_table(report: Report) -> Table:
     return t
 
 
+#: Label breakdowns are shown for tasks with at most this many labels (all of them are in breakdown.csv).
+MAX_LABELS_SHOWN = 8
+
+
+def breakdown_table(report: Report) -> Table:
+    t = Table("breakdown", "Accuracy by sample group",
+              "Clean and worst-case robust accuracy per true label (closed-answer tasks with at most "
+              f"{MAX_LABELS_SHOWN} labels) and per what decides the answer: 'text' samples are answerable from "
+              "the text alone (the generated benchmark's undecidable-predicate and depth 'maybe' hypotheses), so "
+              "robustness there says nothing about the image pathway. 95% Wilson intervals. Percentages.",
+              [Column("Task"), Column("Variant"), Column("Group"), Column("Budget", True),
+               Column("Acc [95% CI]", True), Column("n", True)])
+    b = report.tables["breakdown"]
+    many = {task for task, g in b[b.by == "label"].groupby("task") if g.value.nunique() > MAX_LABELS_SHOWN}
+    for r in b.itertuples():
+        if r.by == "label" and r.task in many:
+            continue
+        budget = Cell("clean", 0.0) if r.norm == "clean" else eps_cell(r.eps_label, r.eps, r.norm)
+        group = f"label {r.value}" if r.by == "label" else f"{r.value}-decided"
+        t.add([text(r.task), name(r.variant), text(group), budget, pct_ci(r.acc, r.ci_low, r.ci_high), num(r.n)])
+    return t
+
+
+def text_attack_table(report: Report) -> Table:
+    t = Table("text-attacks", "Text attacks",
+              "TextAttack's summary per text (and joint) attack: samples fooled / not fooled / skipped (clean "
+              "prediction already wrong) / cascaded (fooled earlier by a contained threat); accuracy under "
+              "attack over all samples; success rate over the samples the attack itself attacked. Validity: "
+              "candidates rejected by the label-keeping checks (the generated benchmark's oracle, WordNet "
+              "antonyms, protected words) on which the model would have been wrong, and the share of would-be "
+              "successes that were only such relabellings (samples not fooled with a rejected success / "
+              "(those + fooled)). Percentages.",
+              [Column("Task"), Column("Variant"), Column("Attack"), Column("Budget", True),
+               Column("Fooled / not / skipped / cascaded"), Column("Acc under attack", True),
+               Column("Success rate", True), Column("Words changed %", True), Column("Queries", True),
+               Column("Rejected successes", True, "rejected candidates the model would have got wrong (total)"),
+               Column("Rejected share", True, "would-be successes that were relabellings, not robustness "
+                                             "failures")])
+    for r in report.tables["text_attacks"].itertuples():
+        counts = f"{r.successful} / {r.failed} / {r.skipped} / {r.cascaded}"
+        rejected = getattr(r, "rejected_successes", math.nan)
+        budget = Cell(f"{Threat(r.norm).symbol}\u00a0{r.eps_label}")
+        t.add([text(r.task), name(r.variant), text(attack_name(r.attack)), budget, Cell(counts, float(r.successful)),
+               pct(r.acc_under_attack), pct(r.attack_success_rate), num(r.avg_perturbed_word_pct, "{:.1f}"),
+               num(r.avg_queries, "{:.1f}"), num(rejected), pct(getattr(r, "rejected_share", math.nan))])
+    return t
+
+
 def result_tables(report: Report) -> list[Table]:
     out = [worst_case_table(report)]
+    if len(report.tables.get("breakdown", ())):
+        out.append(breakdown_table(report))
     if len(report.tables["attacks"]):
         out.append(attack_table(report))
+    if len(report.tables.get("text_attacks", ())):
+        out.append(text_attack_table(report))
     if len(report.tables["paired"]):
         out.append(paired_table(report))
     return out

@@ -7,7 +7,9 @@
 - VQA: answers are normalised like the official VQA evaluation (see ``normalize_vqa_answer``). The
   default accuracy is the common simple form min(#humans who gave the answer / 3, 1); ``method="official"``
   is the official one, which averages that quantity over the 10 leave-one-annotator-out subsets.
-  ``vqa_soft_score`` reads OFA's stored soft scores instead of raw answers.
+  ``vqa_soft_score`` reads OFA's stored soft scores instead of raw answers. Which rule scores a sample
+  (consensus, soft score or exact match: single-answer data is not VQAv2-shaped) is decided in one
+  place, ``vqa_answer_metric``; ``vqa_credit`` applies it.
 - Captioning: text is lower-cased, punctuation deleted (as OFA strips ``string.punctuation`` from
   captions) and split on whitespace. BLEU-4 is corpus-level (clipped n-gram counts summed over the
   corpus, geometric mean of 1..4-gram precisions, brevity penalty with the closest reference length as in
@@ -206,6 +208,55 @@ def vqa_soft_score(pred: str, scores: Mapping[str, float]) -> float:
         if normalize_vqa_answer(answer) == guess:
             best = max(best, float(score))
     return best
+
+
+#: The VQA rules a data set may ask for explicitly (a manifest's ``answer_metric``): "vqa" is the
+#: consensus rule min(#matches / 3, 1) over the human answers, "exact" a normalised exact match.
+VQA_ANSWER_METRICS: tuple[str, ...] = ("vqa", "exact")
+#: Fewest human answers for which the consensus rule applies by default (VQAv2 has ten per question).
+VQA_MIN_HUMAN_ANSWERS = 3
+#: Credit at which a consensus or soft-scored VQA answer counts as correct (2 of 3 humans, OFA's 0.6).
+VQA_CORRECT_AT = 0.5
+
+
+def vqa_answer_metric(answers: Sequence[str], answer_scores: Mapping[str, float] | None = None,
+                      metric: str | None = None) -> str:
+    """The rule that scores one VQA sample: ``"vqa"``, ``"exact"`` or ``"soft"``.
+
+    - ``metric`` given (the data says so, e.g. a manifest's ``answer_metric``): that rule.
+    - OFA's soft scores given (samples read from OFA's TSVs): ``"soft"``, the stored score of the answer.
+    - at least ``VQA_MIN_HUMAN_ANSWERS`` human answers (VQAv2-style): ``"vqa"``, min(#matches / 3, 1).
+    - fewer (one ground-truth answer, as in GQA- or CLEVR-style sets): ``"exact"``. min(#matches / 3, 1)
+      would cap such a sample at 1/3 and never count it correct.
+    """
+    if metric is not None:
+        if metric not in VQA_ANSWER_METRICS:
+            raise ValueError(f"unknown VQA answer metric {metric!r}: expected one of {'/'.join(VQA_ANSWER_METRICS)}")
+        return metric
+    if answer_scores:
+        return "soft"
+    return "vqa" if len(answers) >= VQA_MIN_HUMAN_ANSWERS else "exact"
+
+
+def vqa_credit(pred: str, answers: Sequence[str], answer_scores: Mapping[str, float] | None = None,
+               metric: str | None = None) -> tuple[float, bool]:
+    """(credit in [0, 1], correct) of one VQA prediction, under ``vqa_answer_metric``'s rule.
+
+    "vqa": min(#answers equal to pred / 3, 1), correct at >= 0.5 (two of three humans); "soft": the
+    stored soft score of the predicted answer (OFA's metric), correct at >= 0.5 (a 0.6 or 1.0 answer);
+    "exact": 1 when the normalised prediction equals any normalised reference answer, else 0.
+    """
+    if not answers and not answer_scores:
+        raise ValueError("VQA accuracy needs at least one reference answer")
+    rule = vqa_answer_metric(answers, answer_scores, metric)
+    if rule == "soft":
+        credit = vqa_soft_score(pred, answer_scores or {})
+    elif rule == "vqa":
+        credit = vqa_accuracy(pred, answers)
+    else:
+        guess = normalize_vqa_answer(pred)
+        credit = float(any(normalize_vqa_answer(a) == guess for a in answers))
+    return credit, credit >= VQA_CORRECT_AT
 
 
 # ---------------------------------------------------------------------------------------------------

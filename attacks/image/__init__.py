@@ -4,4 +4,16 @@
 rules, see ``attacks.engines``); the others are torchattacks' own classes on the task view.
 """
 
-from attacks.image import apgd, apgdt, autoattack, cw, fgsm, pgd, pgdl2, square  # noqa: F401  (registration)
+from attacks.image import (  # noqa: F401  (registration)
+    apgd,
+    apgdt,
+    autoattack,
+    cw,
+    eot_pgd,
+    fgsm,
+    pgd,
+    pgd_margin,
+    pgd_targeted,
+    pgdl2,
+    square,
+)

@@ -23,10 +23,13 @@ from textattack.transformations import (
 from attacks.text.budget import TextBudget, words_changed
 from attacks.text.resources import TextResources
 
-#: TextFooler-like thresholds (see ``attacks.text.recipes.textfooler_glove``).
+#: TextFooler-like thresholds (see ``attacks.text.recipes.textfooler_glove``). The sentence-similarity floor is
+#: stricter than TextFooler's 0.84 (USE): with MiniLM on the generated benchmark's short texts, 0.7 let
+#: "is there a purple diamond?" -> "is there a blue diamond?" (cosine 0.86) and "the large triangle" -> "the
+#: small triangle" (0.83) through, while meaning-keeping swaps ("colour", "big") score 0.95-0.99.
 GLOVE_MIN_COS = 0.5
 GLOVE_CANDIDATES = 50
-MINILM_MIN_COS = 0.7
+MINILM_MIN_COS = 0.9
 #: Differential evolution (Bad Characters' defaults: population multiplier 32, 10 generations).
 DE_POPSIZE = 32
 DE_MAXITER = 10
@@ -44,6 +47,32 @@ class WordBudget(Constraint):
 
     def extra_repr_keys(self):
         return ["max_words"]
+
+
+class ValidityGate(Constraint):
+    """The last constraint of every recipe: the label-keeping checks of ``attacks.text.validity`` (oracle,
+    antonym, protect). A candidate failing one is never scored by the search, so it can never count as a
+    success. The gate records what it rejected (text -> the first failing check) so that the engine can
+    measure afterwards how many of those would have been successes (the validity figure)."""
+
+    def __init__(self, checks):
+        super().__init__(compare_against_original=True)
+        self.checks = list(checks)
+        #: rejected candidate text -> name of the check that rejected it (first rejection order)
+        self.rejected: dict[str, str] = {}
+
+    def reason(self, original: str, candidate: str) -> str | None:
+        """The name of the first check ``candidate`` fails, or None."""
+        return next((c.name for c in self.checks if not c(original, candidate)), None)
+
+    def _check_constraint(self, transformed_text, reference_text):
+        why = self.reason(reference_text.text, transformed_text.text)
+        if why is not None:
+            self.rejected.setdefault(transformed_text.text, why)
+        return why is None
+
+    def extra_repr_keys(self):
+        return ["checks"]
 
 
 class OfflineWordNetSwap(WordSwapWordNet):
@@ -148,5 +177,12 @@ class RecipeContext:
     budget: TextBudget
     resources: TextResources
     seed: int
+    #: the sample's label-keeping checks (``ValidityGate``); None only for a bare recipe outside the engine
+    validity: ValidityGate | None = None
+
+    def checked(self, constraints: list) -> list:
+        """A recipe's constraints with the validity gate last (it sees only candidates every other constraint
+        passed, so what it rejects is exactly what the search would otherwise have scored)."""
+        return [*constraints, self.validity] if self.validity is not None else list(constraints)
 
 

@@ -5,13 +5,19 @@ once) and goal function, and TextAttack's search proposes candidates that the wr
 Random choices (DeepWordBug's character edits, differential evolution) draw from generators seeded by
 the sample's own seed before its attack, so a sample's result does not depend on its batch and reruns
 give identical results.
+
+Every recipe ends its constraints with the sample's label-keeping checks (``attacks.text.validity``:
+the generated benchmark's oracle, antonyms, ``--protect``). After the search, the candidates they
+rejected are scored (up to ``budget.queries`` of them, batched, outside the attack's query budget) and
+those the model would have got wrong are counted: ``TextOutcome.rejected_successes``, the validity figure
+(how many "successes" an unchecked attack could have reported that change or break the question).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,6 +45,12 @@ class TextOutcome:
     evaluations: int
     words_changed: int
     n_words: int
+    #: candidates the validity checks rejected on which the model's answer would have counted as a success
+    rejected_successes: int = 0
+    #: the same, by the check that rejected them ("oracle", "antonym", "protect")
+    rejected_by: dict = field(default_factory=dict)
+    #: rejected candidates scored to count them (at most the query budget; not in ``queries``/``evaluations``)
+    rejected_checked: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -58,8 +70,9 @@ def run_text_attack(name: str, model, task: Task, samples: Sequence[Sample], ima
     import_textattack(res)
     from textattack.attack_results import SkippedAttackResult, SuccessfulAttackResult
 
-    from attacks.text.components import RecipeContext
+    from attacks.text.components import RecipeContext, ValidityGate
     from attacks.text.goals import make_goal
+    from attacks.text.validity import checks_for
     from attacks.text.wrapper import OFASampleWrapper
 
     scores = list(clean_scores) if clean_scores is not None else [0.0] * len(samples)
@@ -72,7 +85,8 @@ def run_text_attack(name: str, model, task: Task, samples: Sequence[Sample], ima
                                 query_budget=budget.queries, batch_size=budget.batch_size,
                                 clean_output=clean_output)
         seed_everything(int(seed))
-        attacks = spec.recipe(RecipeContext(goal, budget, res, int(seed)))
+        gate = ValidityGate(checks_for(sample, budget.protect, res))
+        attacks = spec.recipe(RecipeContext(goal, budget, res, int(seed), gate))
         original = attack_text(task, sample)
         used, result, status = 0, None, "failed"
         with torch.no_grad():
@@ -89,7 +103,24 @@ def run_text_attack(name: str, model, task: Task, samples: Sequence[Sample], ima
                 if used >= budget.queries:
                     break
         adversarial = result.perturbed_result.attacked_text.text if status != "skipped" else original
+        evaluations = queries.evaluations
+        rejected = _rejected_successes(gate, goal, queries, budget.queries) if status != "skipped" else ({}, 0)
         out.append(TextOutcome(original=original, adversarial=adversarial, status=status, queries=used,
-                               evaluations=queries.evaluations, words_changed=words_changed(original, adversarial),
-                               n_words=len(words(original))))
+                               evaluations=evaluations, words_changed=words_changed(original, adversarial),
+                               n_words=len(words(original)), rejected_successes=sum(rejected[0].values()),
+                               rejected_by=rejected[0], rejected_checked=rejected[1]))
     return out
+
+
+def _rejected_successes(gate, goal, queries: SampleQueries, limit: int) -> tuple[dict[str, int], int]:
+    """(check name -> rejected candidates that would have succeeded, candidates scored): the first
+    ``limit`` rejected candidates, judged by the sample's own goal function."""
+    texts = list(gate.rejected)[:limit]
+    counts: dict[str, int] = {}
+    with torch.no_grad():
+        outputs = queries.outputs(texts)
+    for text, output in zip(texts, outputs):
+        if goal._is_goal_complete(output, None):
+            why = gate.rejected[text]
+            counts[why] = counts.get(why, 0) + 1
+    return dict(sorted(counts.items())), len(texts)

@@ -39,6 +39,9 @@ MARKERS = {
     "glove": "glove/neighbours.npy",
     "minilm": "minilm/model.safetensors",
 }
+#: Resources every recipe reads, whatever its ``needs``: the stop-word list, and WordNet for the antonym check
+#: and the oracle's typo reading (``attacks.text.validity``).
+ALWAYS = ("wordnet",)
 #: Environment variables ``textattack``'s import rewrites (``set_cache_dir``); restored afterwards so the
 #: rest of the process (the robust-ofa home, Hugging Face caches) is unaffected.
 _TEXTATTACK_ENV = ("TFHUB_CACHE_DIR", "PYTORCH_TRANSFORMERS_CACHE", "HF_HOME", "XDG_CACHE_HOME")
@@ -81,7 +84,7 @@ class TextResources:
         if self.manifest.is_file():
             with contextlib.suppress(OSError, ValueError):
                 layout = json.loads(self.manifest.read_text()).get("layout")
-        for name in ("stopwords", *needs):
+        for name in dict.fromkeys(("stopwords", *ALWAYS, *needs)):
             if name in out:
                 continue
             if layout != LAYOUT_VERSION or not (self.root / MARKERS[name]).exists():

@@ -1,4 +1,11 @@
-"""``robust-ofa regress``: gate a run's robustness numbers against a stored baseline (exit 1 on regression)."""
+"""``robust-ofa regress``: gate a run's robustness numbers against a stored baseline (exit 1 on regression).
+
+Sample by sample when the baseline has per-sample data (written by ``--update`` since baseline format 2):
+variants whose weights are the baseline's (same SHA-256) fail on more than ``--allow-flips`` samples turned
+wrong per number (``--allow-flips-total`` over all); retrained variants get McNemar's exact test per number
+(Holm-corrected) and a sign-flip test over all numbers. Count-only baselines get the old two-proportion
+test. Every run prints the smallest drop it would detect with 80 % probability.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,26 @@ from robustbench_ofa.errors import RobustOFAError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from robustbench_ofa.regress import ALLOW_FLIPS, ALLOW_FLIPS_TOTAL
+
     p = sub.add_parser("regress", help="compare an evaluate run with a stored robustness baseline",
                        description=__doc__)
     p.add_argument("--baseline", required=True, help="baseline JSON (e.g. reports/baselines/embedded.json)")
     p.add_argument("--results", required=True, help="output directory of `robust-ofa evaluate`")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the default statistical gate")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="false-alarm rate of the statistical gate (paired: alpha/2 per-number family, alpha/2 "
+                        "aggregate; count-only baselines: per number)")
     p.add_argument("--tolerance", type=float, default=None,
-                   help="absolute allowance in accuracy (0.02 = 2 points) instead of the statistical test")
-    p.add_argument("--exact", action="store_true", help="require identical counts (deterministic runs)")
+                   help="absolute allowance in accuracy (0.02 = 2 points): count-only baselines fail on a larger "
+                        "drop instead of the test; with per-sample data a number must also fall by more than it")
+    p.add_argument("--allow-flips", type=int, default=ALLOW_FLIPS,
+                   help=f"same weights: samples per number that may turn wrong (float noise; default {ALLOW_FLIPS})")
+    p.add_argument("--allow-flips-total", type=int, default=ALLOW_FLIPS_TOTAL,
+                   help=f"same weights: samples over all numbers that may turn wrong (default {ALLOW_FLIPS_TOTAL})")
+    p.add_argument("--exact", action="store_true",
+                   help="require identical counts (count-only baseline) or identical per-sample correctness")
+    p.add_argument("--explain", action="store_true",
+                   help="print, per failing number, the samples that turned wrong (uid, clean/adversarial output)")
     p.add_argument("--update", action="store_true",
                    help="deliberately refresh: write the run's numbers as the new baseline and exit")
     p.set_defaults(handler=run)
@@ -32,14 +51,26 @@ def run(args: argparse.Namespace) -> int:
         raise RobustOFAError(f"--alpha: expected a value in (0, 1), got {args.alpha}")
     if args.tolerance is not None and not 0 <= args.tolerance <= 1:
         raise RobustOFAError(f"--tolerance: expected a value in [0, 1], got {args.tolerance}")
+    for flag, value in (("--allow-flips", args.allow_flips), ("--allow-flips-total", args.allow_flips_total)):
+        if value < 0:
+            raise RobustOFAError(f"{flag}: expected a count >= 0, got {value}")
     baseline = regress.read_baseline(args.baseline)
     current = regress.numbers_from_results(args.results)
     regress.check_comparable(baseline, current, args.baseline)
-    rows = regress.compare(baseline, current, args.alpha, args.tolerance, args.exact)
-    print(regress.format_comparisons(rows))
-    bad = [r for r in rows if r.status == "REGRESSION"]
-    better = [r for r in rows if r.status == "improvement"]
-    mode = "exact" if args.exact else (f"tolerance {args.tolerance}" if args.tolerance is not None
-                                       else f"two-proportion test, alpha {args.alpha}")
-    print(f"\n{len(rows)} numbers compared ({mode}): {len(bad)} regression(s), {len(better)} improvement(s)")
+    g = regress.gate(baseline, current, args.alpha, args.tolerance, args.exact, allow_flips=args.allow_flips,
+                     allow_flips_total=args.allow_flips_total)
+    print(regress.format_comparisons(g))
+    print()
+    print(regress.format_power(regress.power_table(g)))
+    if args.explain:
+        print()
+        print(regress.explain(args.results, g))
+    bad = [r for r in g.rows if r.status == "REGRESSION"] + [a for a in g.aggregates if a.status == "REGRESSION"]
+    better = [r for r in g.rows if r.status == "improvement"]
+    modes = sorted({r.mode for r in g.rows})
+    mode = "exact" if args.exact else ", ".join(modes)
+    if args.tolerance is not None:
+        mode += f", tolerance {args.tolerance}"
+    print(f"\n{len(g.rows)} numbers compared ({mode}; alpha {args.alpha}): {len(bad)} regression(s), "
+          f"{len(better)} improvement(s)")
     return 1 if bad else 0

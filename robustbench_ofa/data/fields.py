@@ -73,7 +73,10 @@ def parse_vqa_ref(text: str, *, where: str, field: str = "ref") -> tuple[dict[st
     OFA's files hold those scores instead of the ten raw human answers, so ``answers`` reconstructs
     a list of repeats whose min(n/3, 1) accuracy matches the score: each answer appears
     ``clamp(round(conf * 3), 1, 3)`` times (0.3 -> 1, 0.6 -> 2, >= 0.9 -> 3), highest score first, so
-    ``answers[0]`` is OFA's training target. Answers with a score of 0 are dropped.
+    ``answers[0]`` is OFA's training target. Answers with a score of 0 are dropped. The VQA task
+    credits a prediction with ``scores`` itself (``metrics.vqa_answer_metric``: "soft"), correct at a
+    score >= 0.5 (a 0.6 or 1.0 answer, not a 0.3 one): the same answers the repeats' min(n/3, 1) >= 0.5
+    counted correct.
     """
     scores: dict[str, float] = {}
     for item in text.strip().split("&&"):
@@ -126,6 +129,32 @@ def json_string_list(obj: dict, key: str, where: str) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
         raise field_error(where, key, "a non-empty list of non-empty strings", show_value(value))
     return [v.strip() for v in value]
+
+
+def json_choice(obj: dict, key: str, where: str, choices: tuple[str, ...]) -> str | None:
+    """An optional field that must be one of ``choices`` (compared lower-cased); ``None`` when absent."""
+    if key not in obj or obj[key] is None:
+        return None
+    value = obj[key]
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word not in choices:
+        raise field_error(where, key, f"one of {'/'.join(choices)}", show_value(value))
+    return word
+
+
+def json_score_map(obj: dict, key: str, where: str) -> dict[str, float] | None:
+    """An optional ``{answer: score in [0, 1]}`` object (OFA's soft VQA scores); ``None`` when absent."""
+    if key not in obj or obj[key] is None:
+        return None
+    value = obj[key]
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not all(isinstance(a, str) and a.strip() for a in value)
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in value.values())
+    ):
+        raise field_error(where, key, "an object mapping answers to scores in [0, 1]", show_value(value))
+    return {a.strip(): float(v) for a, v in value.items()}
 
 
 def json_box(obj: dict, where: str, width: int, height: int, key: str = "box") -> Box:

@@ -13,7 +13,14 @@ ve
     entailment/contradiction/neutral (mapped to yes/no/maybe as OFA does).
 vqa
     ``question``; ``answers``: the list of all human answers, repeats allowed (VQA accuracy counts
-    them); optional ``answer``: the training target (default: ``answers[0]``).
+    them); optional ``answer``: the training target (default: ``answers[0]``). Scoring (one rule,
+    ``metrics.vqa_answer_metric``): with 3 or more answers (VQAv2-style) the consensus rule
+    min(#answers equal to the prediction / 3, 1), correct at >= 0.5; with fewer, exact match after VQA
+    answer normalisation against any of them, 1 or 0. Optional ``answer_metric``: ``"vqa"``
+    (consensus) or ``"exact"`` forces a rule for that line; to set it for a whole manifest, put it
+    on every line. Optional ``answer_scores``: {answer: score in [0, 1]}, OFA's soft scores (what
+    ``write_manifest`` writes for samples read from OFA's TSVs); when present, and no
+    ``answer_metric`` says otherwise, the credit is the predicted answer's score, correct at >= 0.5.
 caption
     ``captions``: the list of reference captions (at least one).
 
@@ -22,6 +29,7 @@ Example lines, one per task::
     {"id": "r1", "image": "images/dog.jpg", "text": "the dog on the left", "box": [10, 20, 200, 240]}
     {"id": "v1", "image": "images/dog.jpg", "hypothesis": "two dogs play", "label": "entailment"}
     {"id": "q1", "image": "images/dog.jpg", "question": "how many dogs?", "answers": ["2", "2", "two"]}
+    {"id": "q2", "image": "images/dog.jpg", "question": "what is on the grass?", "answers": ["dog"]}
     {"id": "c1", "image": "images/dog.jpg", "captions": ["two dogs on grass", "dogs playing"]}
 
 Any other key is kept, unchecked, in ``Sample.meta`` (``write_manifest`` writes JSON-serialisable meta

@@ -1123,6 +1123,12 @@ _PLANNERS: dict[str, Callable[[np.random.Generator], Callable[[_Ctx], _Built | N
     "vqa": _vqa_planner,
     "caption": _caption_planner,
 }
+#: Templates whose answer the text alone decides: "the red circle is wooden" (an undecidable predicate) and
+#: "the red circle is behind the blue square" (no overlap, so depth is unknowable) are "maybe" whatever the
+#: picture shows. Robustness on them is not evidence about the image pathway; reports break them out
+#: (``meta["decided_by"]``: "text" or "image").
+TEXT_DECIDED_KINDS: frozenset[str] = frozenset({"undecidable", "depth"})
+
 #: The tasks the generator makes data for, in the order that keys their random streams (part of the
 #: benchmark's definition: reordering it would change every generated sample).
 SYNTHETIC_TASKS: tuple[str, ...] = tuple(_PLANNERS)
@@ -1167,6 +1173,7 @@ def _to_sample(
         "seed": seed,
         "config_seed": config.seed,
         "kind": b.kind,
+        "decided_by": "text" if b.kind in TEXT_DECIDED_KINDS else "image",
         "scene": [o.to_meta() for o in ctx.objects],
         "refs": list(b.refs),
         "combos": [list(c) for c in combos],

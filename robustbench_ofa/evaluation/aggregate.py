@@ -14,6 +14,12 @@ from robustbench_ofa.stats import paired_mcnemar, wilson_interval
 
 #: Thresholds of the validity flags (documented in the report).
 VANISHING_GRAD = 1e-10
+#: "Near 0" for the large-eps check: it flags when the 95 % Wilson lower bound of its robust accuracy is
+#: above this. Why 10 %: the L-inf ball of eps 0.5 holds, for every image, the all-grey image (every pixel
+#: may move to 0.5), so only samples whose answer the image cannot change should survive a strong attack;
+#: a share above 1 in 10, with 95 % confidence, is either gradient masking or text-decided answers (the
+#: breakdown says which). The lower bound, not the point estimate, so a few survivors among few samples
+#: (1 of 8) do not fire it.
 LARGE_EPS_MAX_ACC = 0.1
 NONDETERMINISM_TOL = 1e-5
 
@@ -94,6 +100,13 @@ def text_attack_table(res: pd.DataFrame) -> pd.DataFrame:
     attack success rate = successful / (successful + failed) (TextAttack's definitions, over the samples
     the attack itself attacked); perturbed word % and queries are averaged as TextAttack does (word % over
     successful attacks, queries over attacked samples).
+
+    Validity (``attacks.text.validity``: the generated benchmark's oracle, antonyms, ``--protect``), over
+    the attacked samples: ``rejected_successes`` candidates the checks rejected on which the model would
+    have been wrong (a success an unchecked attack could have reported); ``rejected_samples`` samples with
+    at least one; ``rejected_share`` = samples not fooled whose only successes were rejected / (those +
+    successful): the share of would-be successes that were relabellings, not robustness failures. NaN
+    where the rows predate the checks (NULL ``rejected_successes``).
     """
     if "words" not in res:
         return pd.DataFrame()
@@ -105,6 +118,10 @@ def text_attack_table(res: pd.DataFrame) -> pd.DataFrame:
         n, failed = len(g), int((attacked.adv_correct == 1).sum())
         skipped = int((g.status == "clean-wrong").sum())
         pct = (ok.words_changed / ok.n_words.clip(lower=1) * 100).mean() if len(ok) else math.nan
+        rejected = (pd.to_numeric(attacked["rejected_successes"], errors="coerce") if "rejected_successes" in attacked
+                    else pd.Series(math.nan, index=attacked.index))
+        known = rejected.notna().any() or not len(attacked)
+        rescued = int(((attacked.adv_correct == 1) & (rejected > 0)).sum())
         rows.append({**dict(zip(["variant", "task", "attack", "norm", "eps_label"], key)),
                      "successful": len(ok), "failed": failed, "skipped": skipped,
                      "cascaded": int(g.status.isin(["cascade", "inherited"]).sum()),
@@ -112,7 +129,10 @@ def text_attack_table(res: pd.DataFrame) -> pd.DataFrame:
                      "acc_under_attack": failed / n if n else math.nan,
                      "attack_success_rate": len(ok) / len(attacked) if len(attacked) else math.nan,
                      "avg_perturbed_word_pct": float(pct), "avg_queries":
-                     float(attacked.queries.mean()) if len(attacked) else math.nan})
+                     float(attacked.queries.mean()) if len(attacked) else math.nan,
+                     "rejected_successes": int(rejected.sum()) if known else math.nan,
+                     "rejected_samples": int((rejected > 0).sum()) if known else math.nan,
+                     "rejected_share": rescued / (rescued + len(ok)) if known and rescued + len(ok) else math.nan})
     return pd.DataFrame(rows)
 
 
@@ -159,7 +179,65 @@ def _pair(a, b, task, norm, label, eps, xa, xb) -> dict:
             "only_a": r.b, "only_b": r.c, "p_value": r.p_value}
 
 
-def validity_flags(res: pd.DataFrame, clean: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
+def clean_at_chance(row, chance: float) -> str | None:
+    """The ``clean-at-chance`` flag's detail for a closed-answer clean-table row, or None when it is fine.
+
+    Rule: clean accuracy (the point estimate k / n) at or below chance, 1 / number of answers; 0 % is
+    always below. A model that guesses is broken (NaN or untrained weights, the wrong checkpoint), or is
+    scored against the wrong answer set or metric, and then every robustness number is meaningless.
+    Why not an interval rule (e.g. the Wilson upper bound below chance + a margin): it could never fire
+    at small n, and a 0 % run must always be flagged, whatever n. Nor does the point estimate fire on
+    working models at the sizes that matter: at n = 96 a VE model at the embedded zoo's text-only level
+    (65 %) lands at or below 1/3 with probability 3e-10 (binomial), a VQA model at 54 % at or below 1/22
+    with 3e-26. The detail carries the interval and n so a reader can judge a small run.
+    """
+    if not row.n or row.acc > chance + 1e-12:
+        return None
+    return (f"clean accuracy {row.acc:.1%} [95% CI {row.ci_low:.1%}, {row.ci_high:.1%}] on n = {int(row.n)} is at "
+            f"or below chance {chance:.1%}: a broken model, the wrong answer set or the wrong metric?")
+
+
+def large_eps_not_broken(acc: float, n: float | None, detail: str) -> str | None:
+    """The flag's detail when the large-eps check's robust accuracy is not near 0, else None.
+
+    With the sample count (``large_eps_n``): when the 95 % Wilson lower bound exceeds LARGE_EPS_MAX_ACC.
+    Stores written before the count was recorded: when the point estimate exceeds it (the old rule)."""
+    if n:
+        k, n = round(acc * n), int(n)
+        lo, hi = wilson_interval(k, n)
+        if lo <= LARGE_EPS_MAX_ACC:
+            return None
+        return f"not driven near 0: the 95% CI's lower bound {lo:.0%} is above {LARGE_EPS_MAX_ACC:.0%} ({detail})"
+    return f"accuracy {acc:.0%} at a very large eps ({detail})" if acc > LARGE_EPS_MAX_ACC else None
+
+
+def transfer_beats_white_box(res: pd.DataFrame, transfer: pd.DataFrame | None) -> list[dict]:
+    """Per target variant, task and L-inf eps: transferred images (crafted on another variant, e.g. the
+    finetuned twin) that fool clean-correct samples which every white-box attack on the target itself
+    missed at the same eps. The transferred image lies in the same ball, so a white-box attack that misses
+    it is not finding what is there: a sign of masked gradients. Flagged at one sample or more."""
+    if transfer is None or not len(transfer) or not len(res):
+        return []
+    white = [s.name for s in specs(modality="image") if s.white_box]
+    wb = res[(res.norm == Threat.LINF.value) & res.attack.isin(white) & (res.clean_correct == 1)]
+    missed = {k: int(v) for k, v in wb.groupby(["variant", "task", "eps_label", "uid"]).adv_correct.min().items()}
+    hit = transfer[(transfer.source != transfer.target) & (transfer.target_clean_correct == 1)
+                   & (transfer.adv_correct == 0)]
+    out = []
+    for (tgt, task, label), g in hit.groupby(["target", "task", "eps_label"], sort=False):
+        g = g[[missed.get((tgt, task, label, u), 0) == 1 for u in g.uid]]
+        if not len(g):
+            continue
+        by = ", ".join(f"{src} ({gs.uid.nunique()})" for src, gs in g.groupby("source", sort=False))
+        out.append({"variant": tgt, "task": task, "norm": Threat.LINF.value, "eps_label": label,
+                    "flag": "transfer-beats-white-box",
+                    "detail": f"images crafted on {by} fooled {g.uid.nunique()} sample(s) every white-box attack "
+                              f"on {tgt} missed"})
+    return out
+
+
+def validity_flags(res: pd.DataFrame, clean: pd.DataFrame, checks: pd.DataFrame,
+                   transfer: pd.DataFrame | None = None) -> pd.DataFrame:
     """Warnings that a number may not mean what it seems (gradient masking and friends)."""
     flags = []
     worst = worst_case_table(res) if len(res) else pd.DataFrame()
@@ -188,12 +266,22 @@ def validity_flags(res: pd.DataFrame, clean: pd.DataFrame, checks: pd.DataFrame)
             c = ctab.loc[(key[0], key[1])].acc
             if any(x > c + 1e-12 for x in accs):
                 add(*key, "", "robust-above-clean", f"robust accuracy exceeds clean accuracy {c:.3f}")
+    large_n = {(r.variant, r.task): float(r["value"]) for _, r in checks.iterrows() if r["name"] == "large_eps_n"}
     for _, r in checks.iterrows():
-        if r["name"] == "large_eps_robust_acc" and r["value"] > LARGE_EPS_MAX_ACC:
-            add(r.variant, r.task, Threat.LINF.value, "", "large-eps-not-broken",
-                f"accuracy {r['value']:.0%} at a very large eps ({r.detail})")
+        if r["name"] == "large_eps_robust_acc":
+            detail = large_eps_not_broken(float(r["value"]), large_n.get((r.variant, r.task)), str(r.detail))
+            if detail:
+                add(r.variant, r.task, Threat.LINF.value, "", "large-eps-not-broken", detail)
         if r["name"] == "nondeterminism" and r["value"] > NONDETERMINISM_TOL:
             add(r.variant, r.task, "", "", "non-deterministic-forward", f"two forward passes differ by {r['value']:.2e}")
+        if r["name"] == "nonfinite_outputs" and r["value"] > 0:
+            add(r.variant, r.task, "", "", "non-finite-outputs",
+                f"{r.detail} (NaN/inf weights?): predictions are arbitrary, every number here is meaningless")
+        if r["name"] == "chance_level" and ctab is not None and (r.variant, r.task) in ctab.index:
+            detail = clean_at_chance(ctab.loc[(r.variant, r.task)], float(r["value"]))
+            if detail:
+                add(r.variant, r.task, "", "", "clean-at-chance", detail)
+    flags += transfer_beats_white_box(res, transfer)
     return pd.DataFrame(flags, columns=["variant", "task", "norm", "eps_label", "flag", "detail"])
 
 
@@ -205,3 +293,81 @@ def transfer_matrix(transfer: pd.DataFrame) -> pd.DataFrame:
         rows.append({**dict(zip(["task", "attack", "eps_label", "source", "target"], key)),
                      **_acc(int(ok.adv_correct.sum()), len(ok))})
     return pd.DataFrame(rows)
+
+
+#: The sample properties the breakdown tables group by (columns of the store's ``samples`` table).
+BREAKDOWN_BY = ("label", "decided_by")
+
+
+def breakdown_table(res: pd.DataFrame, clean: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """Clean and worst-case robust accuracy per group of samples: per true label (closed-answer tasks) and
+    per what decides the answer ("text" or "image", where the data knows: the generated benchmark's VE
+    "maybe" templates are decided by the text alone).
+
+    Why: an aggregate can hide that every survivor is of one label or one kind, e.g. a prompt-tuned VE model
+    keeping exactly its text-decided "maybe" samples under attack. A grouping with one value for a task
+    (every VQA sample image-decided) is left out, since it repeats the task's own row.
+    """
+    cols = ["variant", "task", "by", "value", "norm", "eps_label", "eps", "k", "n", "acc", "ci_low", "ci_high"]
+    if not len(clean) or not len(samples):
+        return pd.DataFrame(columns=cols)
+    info = samples.drop_duplicates(["task", "uid"]).set_index(["task", "uid"])
+    robust = robust_flags(res).reset_index() if len(res) else pd.DataFrame()
+    eps_of = res.groupby(["norm", "eps_label"]).eps.first().to_dict() if len(res) else {}
+    rows = []
+    for by in BREAKDOWN_BY:
+        if by not in info.columns:
+            continue
+        values = info[by].dropna()
+        tasks = [t for t, g in values.groupby(level="task") if g.nunique() > 1]
+        frames = [("clean", clean.rename(columns={"correct": "ok"}))]
+        if len(robust):
+            frames.append(("robust", robust.rename(columns={"adv_correct": "ok"})))
+        for kind, frame in frames:
+            f = frame[frame.task.isin(tasks)].join(values.rename("value"), on=["task", "uid"]).dropna(subset=["value"])
+            keys = ["variant", "task", "value"] if kind == "clean" else ["variant", "task", "norm", "eps_label", "value"]
+            for key, g in f.groupby(keys, sort=False):
+                k = dict(zip(keys, key))
+                norm, label = k.get("norm", "clean"), k.get("eps_label", "")
+                rows.append({"variant": k["variant"], "task": k["task"], "by": by, "value": k["value"], "norm": norm,
+                             "eps_label": label, "eps": 0.0 if kind == "clean" else float(eps_of[(norm, label)]),
+                             **_acc(int(g.ok.sum()), len(g))})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def explain_flags(flags: pd.DataFrame, res: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """Say so in a flag's detail when its robust survivors are all (or mostly) text-decided samples.
+
+    A flag about a budget (``eps_label``) looks at that budget; one about a whole norm at its largest budget.
+    Survivors whose answer the text alone decides are robust to any image perturbation by construction, so
+    they explain e.g. "robust accuracy not driven near 0" without any gradient masking.
+    """
+    if not len(flags) or not len(res) or "decided_by" not in samples.columns:
+        return flags
+    decided = samples.drop_duplicates(["task", "uid"]).set_index(["task", "uid"]).decided_by
+    robust = robust_flags(res).reset_index()
+    robust = robust[robust.adv_correct.astype(bool)].join(decided, on=["task", "uid"])
+    out = flags.copy()
+    for i, f in out.iterrows():
+        if not f.norm or f.norm == "clean":
+            continue
+        rows = robust[(robust.variant == f.variant) & (robust.task == f.task) & (robust.norm == f.norm)]
+        if not len(rows):
+            continue
+        label = f.eps_label or _largest_label(res, f.variant, f.task, f.norm)
+        at = rows[rows.eps_label == label]
+        known = at.decided_by.dropna()
+        if not len(known):
+            continue
+        text = int((known == "text").sum())
+        if text == len(at):
+            out.at[i, "detail"] = (f"{f.detail}; explained by text-decided samples: all {text} robust samples at "
+                                   f"{label} are decided by the text alone")
+        elif text * 2 > len(at):
+            out.at[i, "detail"] = f"{f.detail}; {text} of {len(at)} robust samples at {label} are text-decided"
+    return out
+
+
+def _largest_label(res: pd.DataFrame, variant: str, task: str, norm: str) -> str:
+    g = res[(res.variant == variant) & (res.task == task) & (res.norm == norm)]
+    return str(g.loc[g.eps.idxmax(), "eps_label"]) if len(g) else ""

@@ -13,14 +13,23 @@ from attacks import ATTACKS, AttackParams, Threat, specs
 from attacks.text.joint import CoAttackOptions
 from attacks.text.options import TextOptions
 from attacks.threat import parse_eps_list, parse_l2_list
-from robustbench_ofa.configcli import opt, positive, validate
+from robustbench_ofa.configcli import one_of, opt, positive, validate
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.tasks import task_names
 
-__all__ = ["DEFAULT_EPS", "DEFAULT_EPS_L2", "EvalConfig", "parse_attack_list", "parse_eps_list", "parse_l2_list"]
+__all__ = ["ADAPTIVE_ATTACKS", "DEFAULT_EPS", "DEFAULT_EPS_L2", "PROTOCOLS", "SANITY_ATTACKS", "EvalConfig",
+           "parse_attack_list", "parse_eps_list", "parse_l2_list"]
 
 DEFAULT_EPS = "1/255,2/255,4/255"
 DEFAULT_EPS_L2 = "0.5,1.0"
+#: ``standard``: the run's attacks only; ``strong``: also the adaptive set (below) on the L-inf ladder and
+#: a transfer check from each parameter-efficient variant's fully finetuned twin at every L-inf budget.
+PROTOCOLS = ("standard", "strong")
+#: The adaptive attacks of ``--protocol strong`` (Carlini et al.'s checklist; ADAPT 2024 for prompt tuning):
+#: a non-saturating margin loss, targeted CE over the wrong answers, EOT over the tuning method's dropout.
+ADAPTIVE_ATTACKS = ("pgd-margin", "pgd-targeted", "eot-pgd")
+#: The strong attacks of the large-eps sanity check, each run only on the samples still robust.
+SANITY_ATTACKS = ("pgd-margin", "pgd")
 
 
 def parse_attack_list(text: str) -> list[str]:
@@ -46,9 +55,20 @@ class EvalConfig:
     cascade: bool = opt(True, help="run every attack on every clean-correct sample (no cascade)")
     transfer: bool = opt(True, help="skip the transfer matrix")
     transfer_samples: int = 24
-    #: L-inf eps of the gradient-masking sanity check (accuracy should be driven near 0)
+    protocol: str = opt("standard", check=one_of(PROTOCOLS), choices=lambda: PROTOCOLS,
+                        help="strong: also run the adaptive attacks (" + ", ".join(ADAPTIVE_ATTACKS) + ") on "
+                             "the L-inf budgets, cascaded with the others, and transfer from each PEFT "
+                             "variant's finetuned twin at every L-inf budget")
+    #: The large-eps (gradient-masking) sanity check: per sample, the worst case over the run's image
+    #: attacks at every budget whose ball lies inside the L-inf ball of ``sanity_eps`` and over
+    #: ``sanity_attacks`` at ``sanity_eps`` (each ``sanity_steps`` steps x ``sanity_restarts`` restarts,
+    #: early stopping, only on the samples still robust), on up to ``sanity_samples`` clean-correct samples;
+    #: accuracy should be driven near 0 (the flag rule is in ``aggregate``).
     sanity_eps: float = 0.5
-    sanity_samples: int = 8
+    sanity_samples: int = 64
+    sanity_attacks: list[str] = field(default_factory=lambda: list(SANITY_ATTACKS))
+    sanity_steps: int = 100
+    sanity_restarts: int = 2
     #: captions: an attack succeeds when CIDEr-D falls below (1 - drop) x the clean CIDEr-D
     caption_drop: float = 0.5
     #: grounding/caption beam at evaluation (attacks judge success with the same decoding)
@@ -70,6 +90,11 @@ class EvalConfig:
                 validate(self.params.opt(spec.options))
         if any(s.threat is Threat.L2 for s in self.specs()) and not self.eps_l2:
             raise RobustOFAError("--eps-l2: an L2 attack was requested but no L2 radius given")
+        for name in self.sanity_attacks:
+            if ATTACKS.get(name).threat is not Threat.LINF:
+                raise RobustOFAError(f"sanity_attacks: {name!r} is not an L-inf image attack")
+        if self.sanity_steps < 1 or self.sanity_restarts < 1 or self.sanity_samples < 1:
+            raise RobustOFAError("sanity_steps, sanity_restarts, sanity_samples: expected positive integers")
 
     def specs(self):
         return [ATTACKS.get(a) for a in self.attacks]
@@ -97,6 +122,18 @@ class EvalConfig:
     def ladder(self, threat: Threat) -> list[tuple[str, float]]:
         return self.eps if threat is Threat.LINF else self.eps_l2
 
+    def image_attacks(self, threat: Threat) -> list[str]:
+        """The image attacks run on ``threat``'s budget ladder, in cascade order: the run's as given; with
+        ``protocol`` strong (L-inf) the adaptive set not already listed goes after the run's white-box
+        attacks and before its black-box ones, so "a black-box attack fooled what every white-box attack
+        missed" still holds."""
+        names = [a for a in self.attacks if ATTACKS.get(a).threat is threat]
+        if self.protocol != "strong" or threat is not Threat.LINF:
+            return names
+        extra = [a for a in ADAPTIVE_ATTACKS if a not in names and ATTACKS.get(a).threat is threat]
+        white = [a for a in names if ATTACKS.get(a).white_box]
+        return white + extra + [a for a in names if not ATTACKS.get(a).white_box]
+
     def settings(self) -> dict:
         """What makes two runs comparable (stored in, and checked against, the results store)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -104,4 +141,6 @@ class EvalConfig:
         d["eps_l2"] = [e[0] for e in self.eps_l2]
         d["params"] = self.params.settings(with_text=self.has_text_attacks())
         d.pop("device")
+        if self.protocol == "standard":  # the default: stored settings (and baselines) stay as they were
+            d.pop("protocol")
         return d

@@ -18,7 +18,7 @@ from robustbench_ofa.evaluation.store import ResultsStore
 from robustbench_ofa.io import atomic_write_text
 
 AGGREGATE_FILES = ("summary.json", "clean.csv", "attacks.csv", "worst_case.csv", "paired.csv", "flags.csv",
-                   "transfer.csv", "text_attacks.csv", "samples.csv")
+                   "transfer.csv", "text_attacks.csv", "breakdown.csv", "samples.csv")
 
 
 def clear_aggregates(out: Path) -> None:
@@ -32,15 +32,16 @@ def _records(df: pd.DataFrame) -> list[dict]:
 
 def compute(store: ResultsStore) -> dict[str, pd.DataFrame]:
     res, clean = store.frame("results"), store.frame("clean")
-    checks, transfer = store.frame("checks"), store.frame("transfer")
+    checks, transfer, samples = store.frame("checks"), store.frame("transfer"), store.frame("samples")
     return {
         "clean": agg.clean_table(clean) if len(clean) else pd.DataFrame(),
         "attacks": agg.attack_table(res) if len(res) else pd.DataFrame(),
         "worst_case": agg.worst_case_table(res) if len(res) else pd.DataFrame(),
         "paired": agg.paired_tests(res, clean) if len(clean) else pd.DataFrame(),
-        "flags": agg.validity_flags(res, clean, checks),
+        "flags": agg.explain_flags(agg.validity_flags(res, clean, checks, transfer), res, samples),
         "transfer": agg.transfer_matrix(transfer) if len(transfer) else pd.DataFrame(),
         "text_attacks": agg.text_attack_table(res) if len(res) else pd.DataFrame(),
+        "breakdown": agg.breakdown_table(res, clean, samples),
         "samples": res,
     }
 
@@ -77,6 +78,7 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
         lines.append(f"{w.task:10} {w.variant:14} {_pct(c.acc)} [{_pct(c.ci_low)},{_pct(c.ci_high)}]   "
                      f"{w.norm + ' ' + w.eps_label:14} {_pct(w.robust_acc)} [{_pct(w.robust_ci_low)},"
                      f"{_pct(w.robust_ci_high)}]")
+    lines += _decided_lines(tables.get("breakdown"))
     text = tables.get("text_attacks")
     if text is not None and len(text):
         lines.append("")
@@ -95,3 +97,17 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
             where = " ".join(x for x in (f.variant, f.task, f.norm, f.eps_label) if x)
             lines.append(f"  ! {where}: {f.flag}: {f.detail}")
     return "\n".join(lines)
+
+
+def _decided_lines(breakdown: pd.DataFrame | None) -> list[str]:
+    """Image-decidable vs text-decided samples, side by side per variant, task and threat."""
+    if breakdown is None or not len(breakdown):
+        return []
+    b = breakdown[breakdown.by == "decided_by"]
+    if not len(b):
+        return []
+    lines = ["", "BY WHAT DECIDES THE ANSWER (accuracy % on image-decidable vs text-decided samples, n in brackets)"]
+    for (variant, task, norm, label), g in b.groupby(["variant", "task", "norm", "eps_label"], sort=False):
+        parts = "  ".join(f"{r.value} {_pct(r.acc)} ({r.n})" for r in g.itertuples())
+        lines.append(f"  {task:10} {variant:14} {(norm + ' ' + label).strip():14} {parts}")
+    return lines

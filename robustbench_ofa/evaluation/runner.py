@@ -20,10 +20,12 @@ import torch
 from tqdm.auto import tqdm
 
 from attacks import ATTACKS, AttackParams, Threat, run_attack
+from attacks.objective import stochastic_modules
 from attacks.views import TaskView
 from robustbench_ofa.data.types import Sample
 from robustbench_ofa.evaluation.config import EvalConfig
 from robustbench_ofa.evaluation.store import ResultsStore
+from robustbench_ofa.stats import wilson_interval
 from robustbench_ofa.tasks import Task, TaskBatch, get_task, task_class
 
 
@@ -40,8 +42,8 @@ class LoadedVariant:
 
 VariantLoader = Callable[[str], LoadedVariant]
 
-#: The white-box attack of the large-eps sanity check and of the transfer matrix.
-SANITY_ATTACK = TRANSFER_ATTACK = "pgd"
+#: The white-box attack of the transfer matrix (the large-eps check's are ``EvalConfig.sanity_attacks``).
+TRANSFER_ATTACK = "pgd"
 DataSource = Callable[[str, int], list[Sample]]
 
 
@@ -52,11 +54,14 @@ def sample_seed(*parts: object) -> int:
 
 
 def _sample_rows(samples: Sequence[Sample]):
-    """What reports show of each sample: its text, reference (box in original pixels) and image size."""
+    """What reports show of each sample: its text, reference (box in original pixels), image size, and the
+    label (closed-answer tasks) and what decides it (``meta["decided_by"]``, where the data says) that the
+    breakdown tables group by."""
     for s in samples:
-        ref = (json.dumps([round(float(v), 2) for v in s.box]) if s.box is not None
-               else task_class(s.task).reference_text(s))
-        yield (s.task, s.uid, s.text, ref, s.image.width, s.image.height)
+        cls = task_class(s.task)
+        ref = json.dumps([round(float(v), 2) for v in s.box]) if s.box is not None else cls.reference_text(s)
+        label = cls.reference_text(s) if cls.closed_answers else None
+        yield (s.task, s.uid, s.text, ref, s.image.width, s.image.height, label, s.meta.get("decided_by"))
 
 
 def _png(image: torch.Tensor) -> bytes:
@@ -81,16 +86,24 @@ class Evaluator:
 
     # -- public ------------------------------------------------------------------------------------
     def run(self, variant_names: Sequence[str]) -> None:
+        """Every variant x task: clean, checks, the image attacks per norm and eps (``cfg.image_attacks``:
+        with ``--protocol strong`` the adaptive set joins the cascade, so the worst case includes it), text
+        attacks, the large-eps check; then the transfer checks."""
+        self._cards = {}
         for name in variant_names:
             lv = self.load(name)
             lv.model.to(self.cfg.device).eval()
+            self._cards[name] = dict(lv.info or {})
             for task_name in self.cfg.tasks:
                 task, samples = self._task_and_samples(lv, task_name)
                 self.store.add_samples(_sample_rows(samples))
                 self._clean(lv, task, samples)
                 self._determinism(lv, task, samples)
+                if self.cfg.protocol == "strong":
+                    self._stochastic_check(lv, task)
                 for norm in Threat.image():
-                    names = [a for a in self.cfg.attacks if ATTACKS.get(a).threat is norm]
+                    names = [a for a in self.cfg.image_attacks(norm)
+                             if a in self.cfg.attacks or ATTACKS.get(a).refusal(task) is None]
                     ladder = self.cfg.ladder(norm) if names else []
                     for i, (label, eps) in enumerate(ladder):
                         smaller = [e for _, e in ladder[:i]]
@@ -100,8 +113,20 @@ class Evaluator:
                 self._text_units(lv, task, samples)
                 self._sanity(lv, task, samples)
             del lv
-        if self.cfg.transfer and len(variant_names) > 1:
+        if (self.cfg.transfer or self.cfg.protocol == "strong") and len(variant_names) > 1:
             self._transfer(list(variant_names))
+
+    def _stochastic_check(self, lv: LoadedVariant, task: Task) -> None:
+        """Record what EOT attacks average over: the tuning method's dropout modules (none: they equal
+        their deterministic versions, e.g. EOT-PGD is PGD)."""
+        if self.store.has_check(lv.name, task.name, "stochastic_modules"):
+            return
+        found = stochastic_modules(lv.model)
+        detail = (f"EOT averages over {len(found)} dropout module(s) of the tuning method: "
+                  + ", ".join(f"{n} (p={m.p:g})" for n, m in found[:4]) + (" ..." if len(found) > 4 else "")
+                  if found else "no stochastic modules in the tuning method's path: EOT attacks equal their "
+                                "deterministic versions (EOT-PGD is PGD)")
+        self.store.add_check(lv.name, task.name, "stochastic_modules", float(len(found)), detail)
 
     def check_compatible(self, tasks: Sequence[Task]) -> None:
         """Refuse impossible attack/task pairs before any work."""
@@ -137,14 +162,34 @@ class Evaluator:
         bar.close()
 
     def _determinism(self, lv: LoadedVariant, task: Task, samples: list[Sample]) -> None:
-        if self.store.has_check(lv.name, task.name, "nondeterminism"):
+        """Checks of the forward pass on the first (up to 4) samples, stored for the validity flags.
+
+        ``nondeterminism``: max |difference| of two identical loss passes (over samples where both are
+        finite). ``nonfinite_outputs``: the share of those samples whose loss or attack-view logits hold a
+        NaN or inf (e.g. a checkpoint with NaN weights: every prediction is then an arbitrary argmax and
+        every number 0 or meaningless). It is flagged, not fatal: a run's other variants stay valid, and
+        the flag stands next to this one's numbers in the summary and the report. ``chance_level``
+        (closed-answer tasks): 1 / number of answers, what the ``clean-at-chance`` flag compares with.
+        """
+        names = ("nondeterminism", "nonfinite_outputs") + (("chance_level",) if task.closed_answers else ())
+        if all(self.store.has_check(lv.name, task.name, n) for n in names):
             return
-        batch = task.collate(samples[: min(4, len(samples))]).to(self.cfg.device)
+        chosen = samples[: min(4, len(samples))]
+        batch = task.collate(chosen).to(self.cfg.device)
         with torch.no_grad():
             a = task.loss(lv.model, batch)
             b = task.loss(lv.model, batch)
-        self.store.add_check(lv.name, task.name, "nondeterminism", float((a - b).abs().max()),
+            logits, _ = task.attack_logits(lv.model, batch.input_ids, batch.images, batch.targets, chosen)
+        finite = a.isfinite() & b.isfinite()
+        diff = (a - b).abs()[finite]
+        self.store.add_check(lv.name, task.name, "nondeterminism", float(diff.max()) if len(diff) else 0.0,
                              "max |difference| of two identical forward passes (dropout left on?)")
+        bad = ~(finite & logits.isfinite().all(-1))
+        self.store.add_check(lv.name, task.name, "nonfinite_outputs", float(bad.float().mean()),
+                             f"{int(bad.sum())} of {len(chosen)} checked samples give NaN/inf losses or logits")
+        if task.closed_answers:
+            self.store.add_check(lv.name, task.name, "chance_level", 1.0 / task.num_classes,
+                                 f"1/{task.num_classes} answers")
 
     def _adv_correct(self, task: Task, pred, clean_score: float) -> bool:
         return task.adversarial_correct(pred, clean_score, self.cfg.caption_drop)
@@ -286,7 +331,8 @@ class Evaluator:
                              adv_score=p_.score, linf=float(delta[i].abs().max()), l2=float(delta[i].norm(p=2)),
                              grad_evals=int(grad_evals[i]), queries=o.queries, seconds=per,
                              first_grad=None if fg != fg else fg, words=budget.words, adv_text=o.adversarial,
-                             words_changed=o.words_changed, n_words=o.n_words))
+                             words_changed=o.words_changed, n_words=o.n_words,
+                             rejected_successes=o.rejected_successes))
             if s.uid in example_uids:
                 examples.append((lv.name, task.name, attack, label, s.uid, "text", None, o.adversarial))
                 if norm is not Threat.TEXT:
@@ -296,57 +342,115 @@ class Evaluator:
         return rows, examples
 
     def _sanity(self, lv: LoadedVariant, task: Task, samples: list[Sample]) -> None:
-        """PGD at a very large eps must drive accuracy near 0; if not, gradients are likely masked."""
+        """A strong attack at a very large L-inf eps must drive accuracy near 0; if not, gradients are
+        likely masked (or the text alone decides the answers).
+
+        Per sample (up to ``sanity_samples`` clean-correct ones), the worst case over the run's own image
+        attacks at every budget whose ball lies inside the L-inf ball of ``sanity_eps`` (an L-inf eps or
+        an L2 radius <= it: read from the store, free) and then each of ``sanity_attacks`` at
+        ``sanity_eps`` (``sanity_steps`` x ``sanity_restarts``, early stopping), each only on the samples
+        still robust. A sample whose input gradient is exactly 0 at an attack's start is left out of the
+        later attacks (masked: no gradient attack moves it; it stays robust, and is counted in the detail),
+        so a masked model costs a few gradient evaluations per sample, not hundreds. Stored: ``large_eps_n``
+        (samples) and ``large_eps_robust_acc`` (share robust), whose Wilson interval the
+        ``large-eps-not-broken`` flag reads (``aggregate``).
+        """
         if self.store.has_check(lv.name, task.name, "large_eps_robust_acc"):
             return
+        cfg = self.cfg
         clean = self.store.clean_rows(lv.name, task.name)
-        chosen = [s for s in samples if clean[s.uid][2]][: self.cfg.sanity_samples]
+        chosen = [s for s in samples if clean[s.uid][2]][: cfg.sanity_samples]
         if not chosen:
             return
-        batch = task.collate(chosen).to(self.cfg.device)
-        seeds = [sample_seed(self.cfg.seed, "sanity", s.uid) for s in chosen]
-        params = AttackParams(steps=max(10, self.cfg.params.steps), early_stop=True)
-        res = run_attack(SANITY_ATTACK, TaskView(lv.model, task, batch), batch.images, self.cfg.sanity_eps, params, seeds)
-        preds = task.predict(lv.model, batch, images=res.adv)
-        robust = sum(self._adv_correct(task, p, clean[s.uid][1]) for s, p in zip(chosen, preds)) / len(chosen)
-        self.store.add_check(lv.name, task.name, "large_eps_robust_acc", robust,
-                             f"PGD-{params.steps} at L-inf eps {self.cfg.sanity_eps} on {len(chosen)} samples")
+        eps = cfg.sanity_eps
+        fooled: set[str] = set()
+        for norm in Threat.image():
+            inside = [e for _, e in cfg.ladder(norm) if e <= eps + 1e-12]
+            fooled |= set(self.store.fooled_uids(lv.name, task.name, norm, inside))
+        robust = [s for s in chosen if s.uid not in fooled]
+        stages = [f"the run's attacks {len(chosen) - len(robust)}"]
+        params = AttackParams(steps=cfg.sanity_steps, restarts=cfg.sanity_restarts, early_stop=True)
+        stuck: list[Sample] = []
+        for attack in cfg.sanity_attacks:
+            spec = ATTACKS.get(attack)
+            if spec.refusal(task) is not None:
+                continue
+            still, before = [], len(stuck)
+            for chunk in self._batches(robust):
+                batch = task.collate(chunk).to(cfg.device)
+                seeds = [sample_seed(cfg.seed, "sanity", attack, s.uid) for s in chunk]
+                res = run_attack(attack, TaskView(lv.model, task, batch), batch.images, eps, params, seeds)
+                preds = task.predict(lv.model, batch, images=res.adv)
+                for s, p, g in zip(chunk, preds, res.first_grad.tolist()):
+                    if self._adv_correct(task, p, clean[s.uid][1]):
+                        (stuck if g == 0 else still).append(s)
+            broken = len(robust) - len(still) - (len(stuck) - before)
+            stages.append(f"{spec.display}-{params.steps}x{params.restarts} {broken}")
+            robust = still
+        robust += stuck
+        k, n = len(robust), len(chosen)
+        lo, hi = wilson_interval(k, n)
+        self.store.add_check(lv.name, task.name, "large_eps_n", float(n), "clean-correct samples of the large-eps check")
+        self.store.add_check(lv.name, task.name, "large_eps_robust_acc", k / n,
+                             f"{k}/{n} robust, 95% CI [{lo:.0%}, {hi:.0%}], at L-inf eps {eps:g}; fooled by "
+                             + ", then ".join(stages) + (f"; {len(stuck)} with an input gradient of exactly 0"
+                                                         if stuck else ""))
 
     def _transfer(self, names: list[str]) -> None:
-        """Adversarial images crafted on each variant (PGD, middle eps, no early stop), scored on every other."""
-        label, eps = self.cfg.eps[len(self.cfg.eps) // 2]
+        """Adversarial images crafted on a source variant (PGD, no early stop, the first ``transfer_samples``
+        samples), scored on target variants.
+
+        The matrix (unless ``--no-transfer``): every variant as source and target, at the middle L-inf eps.
+        ``--protocol strong`` adds, for each parameter-efficient variant, its fully finetuned twin (same base,
+        a card method that is not parameter-efficient) as the source at every L-inf eps; the
+        ``transfer-beats-white-box`` flag compares what transferred images fool with the target's own
+        white-box results at the same eps.
+        """
+        units: dict[tuple[str, str], tuple[float, list[str]]] = {}  # (source, eps label) -> (eps, targets)
+        if self.cfg.transfer:
+            label, eps = self.cfg.eps[len(self.cfg.eps) // 2]
+            units.update({(src, label): (eps, list(names)) for src in names})
+        if self.cfg.protocol == "strong":
+            for twin, peft in self._twins(names).items():
+                for label, eps in self.cfg.eps:
+                    old = units.get((twin, label), (eps, []))[1]
+                    units[(twin, label)] = (eps, old + [t for t in peft if t not in old])
         params = AttackParams(steps=self.cfg.params.steps, alpha=self.cfg.params.alpha, early_stop=False)
-        crafted: dict[tuple[str, str], torch.Tensor] = {}
+        crafted: dict[tuple[str, str, str], torch.Tensor] = {}
         for src in names:
             lv = None
             for task_name in self.cfg.tasks:
-                if self._transfer_done(src, names, task_name, label):
+                mine = [(label, eps) for (s, label), (eps, tg) in units.items()
+                        if s == src and not self._transfer_done(src, tg, task_name, label)]
+                if not mine:
                     continue
                 lv = lv or self.load(src)
                 lv.model.to(self.cfg.device).eval()
                 task, samples = self._task_and_samples(lv, task_name)
                 chosen = samples[: self.cfg.transfer_samples]
-                advs = []
-                for chunk in self._batches(chosen):
-                    batch = task.collate(chunk).to(self.cfg.device)
-                    seeds = [sample_seed(self.cfg.seed, "transfer", src, s.uid) for s in chunk]
-                    advs.append(run_attack(TRANSFER_ATTACK, TaskView(lv.model, task, batch), batch.images, eps, params,
-                                           seeds).adv)
-                crafted[(src, task_name)] = torch.cat(advs)
+                for label, eps in mine:
+                    advs = []
+                    for chunk in self._batches(chosen):
+                        batch = task.collate(chunk).to(self.cfg.device)
+                        seeds = [sample_seed(self.cfg.seed, "transfer", src, s.uid) for s in chunk]
+                        advs.append(run_attack(TRANSFER_ATTACK, TaskView(lv.model, task, batch), batch.images, eps,
+                                               params, seeds).adv)
+                    crafted[(src, task_name, label)] = torch.cat(advs)
         for tgt in names:
             lv = None
             for task_name in self.cfg.tasks:
-                sources = [s for s in names if (s, task_name) in crafted]
-                if not sources:
+                pairs = [(src, label) for (src, label), (_, tg) in units.items()
+                         if tgt in tg and (src, task_name, label) in crafted]
+                if not pairs:
                     continue
                 lv = lv or self.load(tgt)
                 lv.model.to(self.cfg.device).eval()
                 task, samples = self._task_and_samples(lv, task_name)
                 chosen = samples[: self.cfg.transfer_samples]
                 clean = self.store.clean_rows(tgt, task_name)
-                for src in sources:
+                for src, label in pairs:
                     rows = []
-                    adv_all = crafted[(src, task_name)]
+                    adv_all = crafted[(src, task_name, label)]
                     for k, chunk in enumerate(self._batches(chosen)):
                         batch = task.collate(chunk).to(self.cfg.device)
                         adv = adv_all[k * self.cfg.batch_size: k * self.cfg.batch_size + len(chunk)]
@@ -357,7 +461,27 @@ class Evaluator:
                                          int(self._adv_correct(task, p, c[1] if c else 0.0))))
                     self.store.add_transfer(rows)
 
-    def _transfer_done(self, src: str, names: list[str], task_name: str, label: str) -> bool:
-        n = self.store.db.execute("SELECT COUNT(*) FROM transfer WHERE source=? AND task=? AND eps_label=?",
-                                  (src, task_name, label)).fetchone()[0]
-        return n >= len(names) * min(self.cfg.transfer_samples, self.cfg.n_samples)
+    def _twins(self, names: list[str]) -> dict[str, list[str]]:
+        """Fully finetuned variant -> the parameter-efficient variants of the same base, among ``names`` (by
+        their cards: ``method`` looked up in the tuning registry, ``base``)."""
+        from robustbench_ofa.tuning import METHODS
+
+        cards = getattr(self, "_cards", {})  # filled by ``run`` from each loaded variant's card
+
+        def efficient(name: str) -> bool | None:
+            method = cards.get(name, {}).get("method")
+            return METHODS.get(method).parameter_efficient if method in METHODS else None
+
+        out: dict[str, list[str]] = {}
+        for twin in (n for n in names if efficient(n) is False):
+            base = cards[twin].get("base")
+            peft = [n for n in names if efficient(n) and base and cards[n].get("base") == base]
+            if peft:
+                out[twin] = peft
+        return out
+
+    def _transfer_done(self, src: str, targets: list[str], task_name: str, label: str) -> bool:
+        marks = ",".join("?" * len(targets))
+        n = self.store.db.execute(f"SELECT COUNT(*) FROM transfer WHERE source=? AND task=? AND eps_label=? "
+                                  f"AND target IN ({marks})", (src, task_name, label, *targets)).fetchone()[0]
+        return n >= len(targets) * min(self.cfg.transfer_samples, self.cfg.n_samples)

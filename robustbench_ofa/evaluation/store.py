@@ -47,9 +47,14 @@ CREATE TABLE IF NOT EXISTS samples (
 #: Columns added after the first release, with their types: added to an older database on open
 #: (ALTER TABLE ... ADD COLUMN), NULL on its rows and on image-attack rows. ``words`` is a text attack's
 #: budget (words it may change), ``adv_text`` its adversarial free text, ``words_changed``/``n_words`` what it
-#: changed out of how many words.
+#: changed out of how many words, ``rejected_successes`` how many candidates the label-keeping checks rejected
+#: that the model would have got wrong (``attacks.text.validity``; NULL on rows of older runs).
 ADDED_RESULT_COLUMNS = (("words", "INTEGER"), ("adv_text", "TEXT"), ("words_changed", "INTEGER"),
-                        ("n_words", "INTEGER"))
+                        ("n_words", "INTEGER"), ("rejected_successes", "INTEGER"))
+#: Sample columns added later: ``label`` (a closed-answer task's reference answer) and ``decided_by``
+#: ("text" or "image": what can decide the answer, where the data knows, e.g. the generated benchmark).
+ADDED_SAMPLE_COLUMNS = (("label", "TEXT"), ("decided_by", "TEXT"))
+SAMPLE_COLUMNS = ("task", "uid", "text", "reference", "width", "height", *(c for c, _ in ADDED_SAMPLE_COLUMNS))
 RESULT_COLUMNS = ("variant", "task", "attack", "norm", "eps_label", "eps", "uid", "status", "clean_pred",
                   "adv_pred", "clean_correct", "adv_correct", "clean_score", "adv_score", "linf", "l2",
                   "grad_evals", "queries", "seconds", "first_grad", *(c for c, _ in ADDED_RESULT_COLUMNS))
@@ -78,11 +83,12 @@ class ResultsStore:
             raise RobustOFAError(f"{self.path}: not a robust-ofa results database ({exc})") from None
 
     def _migrate(self) -> None:
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(results)")}
         with self.db:
-            for name, kind in ADDED_RESULT_COLUMNS:
-                if name not in have:
-                    self.db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+            for table, added in (("results", ADDED_RESULT_COLUMNS), ("samples", ADDED_SAMPLE_COLUMNS)):
+                have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in added:
+                    if name not in have:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     # -- run identity ------------------------------------------------------------------------------
     def bind(self, settings: dict[str, Any]) -> None:
@@ -151,14 +157,17 @@ class ResultsStore:
             self.db.executemany("INSERT OR REPLACE INTO transfer VALUES (?,?,?,?,?,?,?,?)", list(rows))
 
     def add_samples(self, rows: Iterable[Sequence]) -> None:
-        """Sample inputs shown in reports: (task, uid, text, reference, width, height).
+        """Sample inputs shown in reports: (task, uid, text, reference, width, height[, label, decided_by]).
 
         ``text`` is the question/expression/hypothesis, ``reference`` the expected answer as text (a
         grounding box as JSON ``[x0, y0, x1, y1]`` in original-image pixels), ``width``/``height`` the
-        original image size (reports scale boxes onto the stored, resized example images).
+        original image size (reports scale boxes onto the stored, resized example images); ``label`` and
+        ``decided_by`` feed the per-label and text-/image-decided breakdowns (None where unknown).
         """
+        rows = [tuple(r) + (None,) * (len(SAMPLE_COLUMNS) - len(r)) for r in rows]
+        marks = ",".join("?" * len(SAMPLE_COLUMNS))
         with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?)", list(rows))
+            self.db.executemany(f"INSERT OR REPLACE INTO samples ({','.join(SAMPLE_COLUMNS)}) VALUES ({marks})", rows)
 
     def add_check(self, variant: str, task: str, name: str, value: float, detail: str = "") -> None:
         with self.db:

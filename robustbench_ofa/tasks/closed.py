@@ -13,6 +13,8 @@ import torch
 from robustbench_ofa.data.fields import (
     VE_LABEL_MAP,
     field_error,
+    json_choice,
+    json_score_map,
     json_string,
     json_string_list,
     parse_ve_label,
@@ -21,7 +23,7 @@ from robustbench_ofa.data.fields import (
 )
 from robustbench_ofa.data.types import VE_LABELS, Sample
 from robustbench_ofa.errors import RobustOFAError
-from robustbench_ofa.metrics import normalize_vqa_answer, vqa_accuracy
+from robustbench_ofa.metrics import VQA_ANSWER_METRICS, normalize_vqa_answer, vqa_credit
 from robustbench_ofa.models.generation import score_candidates
 from robustbench_ofa.models.instructions import (
     DEFAULT_MAX_WORDS,
@@ -161,11 +163,16 @@ class VisualEntailment(ClosedAnswerTask):
 
 @TASK_REGISTRY.register("vqa")
 class VQA(ClosedAnswerTask):
-    """VQA over a closed answer set; a prediction is correct when its VQA accuracy is >= 0.5."""
+    """VQA over a closed answer set, scored by the rule ``metrics.vqa_answer_metric`` picks per sample.
+
+    Consensus min(#matches / 3, 1) for VQAv2-style samples (>= 3 human answers), OFA's stored soft score
+    for samples from its TSVs (``meta["answer_scores"]``), normalised exact match for fewer answers, or
+    the rule the data names (``meta["answer_metric"]``). Correct at a credit >= 0.5 (``metrics.vqa_credit``).
+    """
 
     name = "vqa"
     main_metric = "vqa_accuracy"
-    manifest_fields = ("question", "answers", "answer")
+    manifest_fields = ("question", "answers", "answer", "answer_metric", "answer_scores")
     tsv_layout = ("vqa", ("uniq_id", "image_id", "question", "ref", "predict_objects", "image"))
     tsv_required = ("question", "ref")
 
@@ -185,12 +192,21 @@ class VQA(ClosedAnswerTask):
         sample.text = json_string(obj, "question", where)
         sample.answers = json_string_list(obj, "answers", where)
         sample.label = json_string(obj, "answer", where, required=False)
+        metric = json_choice(obj, "answer_metric", where, VQA_ANSWER_METRICS)
+        if metric is not None:
+            sample.meta["answer_metric"] = metric
+        scores = json_score_map(obj, "answer_scores", where)
+        if scores is not None:
+            sample.meta["answer_scores"] = scores
 
     @classmethod
     def manifest_record(cls, sample) -> dict:
         fields = {"question": sample.text, "answers": list(sample.answers)}
         if sample.label:
             fields["answer"] = sample.label
+        for key in ("answer_metric", "answer_scores"):
+            if sample.meta.get(key) is not None:
+                fields[key] = sample.meta[key]
         return fields
 
     @classmethod
@@ -219,8 +235,9 @@ class VQA(ClosedAnswerTask):
         raise RobustOFAError(f"sample {sample.uid}: answer {answer!r} is not in the vqa answer set")
 
     def judge(self, value, sample) -> Prediction:
-        acc = vqa_accuracy(value, sample.answers or [self.answer_of(sample)])
-        return Prediction(value, acc, acc >= 0.5)
+        credit, correct = vqa_credit(value, sample.answers or [self.answer_of(sample)],
+                                     sample.meta.get("answer_scores"), sample.meta.get("answer_metric"))
+        return Prediction(value, credit, correct)
 
     def metrics(self, preds, samples) -> dict[str, float]:
         n = len(preds)

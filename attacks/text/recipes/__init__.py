@@ -2,7 +2,8 @@
 
 Each recipe is TextAttack's published one, rebuilt from TextAttack components (``attacks.text.components``)
 so that it (1) runs on the offline resources (``attacks.text.resources``), (2) counts its budget in
-whitespace words (``WordBudget``, default 1 word, the vision-language convention) and (3) works around
+whitespace words (``WordBudget``, default 1 word, the vision-language convention), (3) ends its constraints
+with the label-keeping checks (``RecipeContext.checked``: ``attacks.text.validity``) and (4) works around
 TextAttack 0.3.11 breakages. A recipe module registers its ``AttackSpec`` without importing TextAttack;
 its builder (``recipe``: a ``RecipeContext`` -> TextAttack attacks, run in order until one succeeds, one
 shared query budget) imports it when an attack actually runs.

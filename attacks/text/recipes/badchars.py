@@ -20,7 +20,7 @@ def build(ctx) -> list:
     for i, transformation in enumerate((WordSwapInvisibleCharacters(), WordSwapReorderings(), WordSwapDeletions())):
         search = BatchedDifferentialEvolution(ctx.seed + i, popsize=DE_POPSIZE, maxiter=DE_MAXITER,
                                               max_perturbs=ctx.budget.words)
-        attacks.append(Attack(ctx.goal_function, [WordBudget(ctx.budget.words)], transformation, search))
+        attacks.append(Attack(ctx.goal_function, ctx.checked([WordBudget(ctx.budget.words)]), transformation, search))
     return attacks
 
 

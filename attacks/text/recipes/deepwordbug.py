@@ -26,7 +26,7 @@ def build(ctx) -> list:
         WordSwapRandomCharacterDeletion(), WordSwapRandomCharacterInsertion()])
     constraints = [RepeatModification(), StopwordModification(), LevenshteinEditDistance(30),
                    WordBudget(ctx.budget.words)]
-    return [Attack(ctx.goal_function, constraints, transformation, GreedyWordSwapWIR("unk"))]
+    return [Attack(ctx.goal_function, ctx.checked(constraints), transformation, GreedyWordSwapWIR("unk"))]
 
 
 register(AttackSpec("deepwordbug", "DeepWordBug", Threat.TEXT, "black-box",

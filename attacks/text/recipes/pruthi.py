@@ -29,7 +29,7 @@ def build(ctx) -> list:
         WordSwapRandomCharacterInsertion(**edit), WordSwapQWERTY(**edit)])
     constraints = [MinWordLength(min_length=4), StopwordModification(), WordBudget(ctx.budget.words),
                    RepeatModification()]
-    return [Attack(ctx.goal_function, constraints, transformation, GreedySearch())]
+    return [Attack(ctx.goal_function, ctx.checked(constraints), transformation, GreedySearch())]
 
 
 register(AttackSpec("pruthi", "Pruthi", Threat.TEXT, "black-box", "Pruthi et al.: typo-like character edits, greedy",

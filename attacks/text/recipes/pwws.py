@@ -16,7 +16,8 @@ def build(ctx) -> list:
     from attacks.text.components import OfflineWordNetSwap, WordBudget
 
     constraints = [RepeatModification(), StopwordModification(), WordBudget(ctx.budget.words)]
-    return [Attack(ctx.goal_function, constraints, OfflineWordNetSwap(), GreedyWordSwapWIR("weighted-saliency"))]
+    return [Attack(ctx.goal_function, ctx.checked(constraints), OfflineWordNetSwap(),
+                   GreedyWordSwapWIR("weighted-saliency"))]
 
 
 register(AttackSpec("pwws", "PWWS", Threat.TEXT, "black-box",

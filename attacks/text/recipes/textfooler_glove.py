@@ -1,7 +1,10 @@
 """TextFooler-like (Jin et al. 2020): TextFooler's search and constraints with the swaps from GloVe 6B 50d
 neighbours (cosine >= 0.5) instead of counter-fitted vectors, and all-MiniLM-L6-v2 sentence similarity
-(cosine >= 0.7 on the whole text) instead of the Universal Sentence Encoder; the POS constraint is dropped
-(flair's tagger is not available offline). Not TextFooler as published: a TextFooler-like attack, named so.
+(cosine >= 0.9 on the whole text, ``components.MINILM_MIN_COS``) instead of the Universal Sentence Encoder;
+the POS constraint is dropped (no offline tagger: see ``attacks.text.validity``). GloVe's neighbours include
+antonyms and co-hyponyms ("large" -> "small", "purple" -> "blue"), which counter-fitting pushed apart: the
+validity gate (antonyms, ``--protect``, the generated benchmark's oracle) rejects them. Not TextFooler as
+published: a TextFooler-like attack, named so.
 """
 
 from attacks.registry import AttackSpec, register
@@ -29,7 +32,7 @@ def build(ctx) -> list:
                    WordEmbeddingDistance(embedding=embedding, min_cos_sim=GLOVE_MIN_COS),
                    MiniLMSimilarity(ctx.resources.minilm), WordBudget(ctx.budget.words)]
     transformation = WordSwapEmbedding(max_candidates=GLOVE_CANDIDATES, embedding=embedding)
-    return [Attack(ctx.goal_function, constraints, transformation, GreedyWordSwapWIR("delete"))]
+    return [Attack(ctx.goal_function, ctx.checked(constraints), transformation, GreedyWordSwapWIR("delete"))]
 
 
 register(AttackSpec("textfooler-glove", "TextFooler-GloVe", Threat.TEXT, "black-box",

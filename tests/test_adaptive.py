@@ -1,0 +1,283 @@
+"""The large-eps sanity check that means something, and the adaptive attacks of ``--protocol strong``.
+
+Models: the trained micro colour model (conftest), and two copies of it that hide their gradients in the
+two classic ways: ``saturated`` (token logits x 100, so the answer-set softmax is exactly one-hot and the
+cross-entropy gradient underflows to 0, while the margin keeps a gradient: a model that stronger attacks
+break) and ``quantised`` (the image rounded to 8 levels inside the model, whose gradient is exactly 0: a
+model with masked gradients).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import colour_samples
+
+from attacks import ATTACKS, AttackParams, run_attack
+from attacks.engines import run_pgd
+from attacks.objective import Objective, margin, stochastic_modules
+from attacks.views import TaskView
+from robustbench_ofa.evaluation import aggregate as agg
+from robustbench_ofa.evaluation.config import ADAPTIVE_ATTACKS, EvalConfig, parse_eps_list
+from robustbench_ofa.evaluation.outputs import compute
+from robustbench_ofa.evaluation.runner import Evaluator, LoadedVariant
+from robustbench_ofa.evaluation.store import ResultsStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = colour_samples(24, 11)
+
+
+def saturated(model, scale: float = 100.0):
+    model = copy.deepcopy(model)
+    model.decoder.output_projection.register_forward_hook(lambda mod, args, out: out * scale)
+    return model
+
+
+def quantised(model, levels: int = 8):
+    """Rounds the (normalised, [-1, 1]) image to ``levels`` values before the ResNet: gradient exactly 0."""
+    model = copy.deepcopy(model)
+
+    def pre(mod, args):
+        x = args[0]
+        return (torch.round((x + 1) / 2 * (levels - 1)) / (levels - 1) * 2 - 1, *args[1:])
+
+    model.encoder.embed_images.register_forward_pre_hook(pre)
+    return model
+
+
+@pytest.fixture(scope="module")
+def zoo(colour_model):
+    model, task = colour_model
+    return task, {"plain": model, "saturated": saturated(model), "quantised": quantised(model)}
+
+
+def _evaluate(zoo, tmp_path, names, cards=None, **kw):
+    task, models = zoo
+    base = dict(attacks=["pgd"], tasks=["vqa"], eps=parse_eps_list("8/255,32/255"), n_samples=24, batch_size=12,
+                params=AttackParams(steps=5), beam=1, transfer=False, transfer_samples=12)
+    cfg = EvalConfig(**{**base, **kw})
+    cfg.validate()
+    store = ResultsStore(tmp_path / "results.sqlite")
+    store.bind(cfg.settings())
+
+    def load(name):
+        return LoadedVariant(name, models[name.split(":")[0]], task.tokenizer, 32, dict((cards or {}).get(name, {})))
+
+    Evaluator(cfg, store, load, lambda t, n: SAMPLES[:n], progress=False).run(list(names))
+    return store, compute(store)
+
+
+def _flags(tables, flag):
+    f = tables["flags"]
+    return f[f.flag == flag]
+
+
+# -- the large-eps check ---------------------------------------------------------------------------------
+def test_a_model_that_stronger_attacks_break_is_not_flagged(zoo, tmp_path):
+    """PGD-CE cannot move the saturated model (the old PGD-10 check flagged it at 100 %); the margin can."""
+    store, tables = _evaluate(zoo, tmp_path, ["saturated", "plain"])
+    assert not len(_flags(tables, "large-eps-not-broken"))
+    checks = store.frame("checks").set_index(["variant", "name"]).value
+    for v in ("saturated", "plain"):
+        assert checks[(v, "large_eps_n")] == 24  # every clean-correct sample, not 8
+        assert checks[(v, "large_eps_robust_acc")] == 0.0
+    # the run's own PGD really is stuck on it: the strong attack, not the run's, broke it
+    worst = tables["worst_case"].set_index(["variant", "eps_label"]).robust_acc
+    assert worst[("saturated", "32/255")] == 1.0 and worst[("plain", "32/255")] < 1.0
+    detail = store.frame("checks").set_index(["variant", "name"]).detail[("saturated", "large_eps_robust_acc")]
+    assert "PGD-margin-100x2 24" in detail and "95% CI [0%, 14%]" in detail
+
+
+def test_a_variant_with_masked_gradients_is_flagged_with_its_interval(zoo, tmp_path, monkeypatch):
+    from robustbench_ofa.evaluation import runner
+
+    spent = []
+
+    def counting(name, view, images, eps, params, seeds):
+        res = run_attack(name, view, images, eps, params, seeds)
+        if eps == 0.5:
+            spent.append(int(view.counters.grad.sum()))
+        return res
+
+    monkeypatch.setattr(runner, "run_attack", counting)
+    store, tables = _evaluate(zoo, tmp_path, ["quantised"])
+    flagged = _flags(tables, "large-eps-not-broken")
+    assert list(flagged.variant) == ["quantised"]
+    detail = flagged.detail.iloc[0]
+    assert "lower bound 86% is above 10%" in detail and "24/24 robust, 95% CI [86%, 100%]" in detail
+    assert "24 with an input gradient of exactly 0" in detail  # masked rows are not attacked 400 times
+    assert set(tables["flags"].flag) >= {"vanishing-gradients", "large-eps-not-broken"}
+    # cost: PGD-margin's 2 restarts stop after one step on a zero gradient, and PGD is not run at all
+    assert sum(spent) == 24 * 2
+
+
+@pytest.mark.parametrize("k, n, flagged", [(1, 8, False), (2, 8, False), (5, 24, False), (8, 24, True),
+                                           (24, 24, True), (0, 48, False)])
+def test_the_flag_reads_the_wilson_lower_bound(k, n, flagged):
+    """1 of 8 (12.5 %) fired the old point-estimate rule; the 95 % lower bound (2.2 %) does not."""
+    checks = pd.DataFrame([dict(variant="v", task="ve", name="large_eps_robust_acc", value=k / n, detail="d"),
+                           dict(variant="v", task="ve", name="large_eps_n", value=float(n), detail="")])
+    res = pd.DataFrame([dict(variant="v", task="ve", norm="linf", eps_label="8/255", eps=8 / 255, attack="pgd",
+                             uid="u", status="attacked", clean_correct=1, adv_correct=0, first_grad=1.0)])
+    flags = agg.validity_flags(res, pd.DataFrame(), checks)
+    assert ("large-eps-not-broken" in set(flags.flag)) is flagged
+
+
+# -- the adaptive attacks --------------------------------------------------------------------------------
+def _fooled(model, task, batch, attack, eps, steps=10, seeds=None):
+    view = TaskView(model, task, batch)
+    res = run_attack(attack, view, batch.images, eps, AttackParams(steps=steps), seeds or list(range(len(batch))))
+    assert float((res.adv - batch.images).abs().max()) <= eps + 1e-6
+    return [not p.correct for p in task.predict(model, batch, images=res.adv)], view
+
+
+def _paired(a, b):
+    """(fooled only by a, fooled only by b)"""
+    return sum(x and not y for x, y in zip(a, b)), sum(y and not x for x, y in zip(a, b))
+
+
+def test_margin_loss_does_not_saturate():
+    logits = torch.tensor([[3.0, 1.0, -2.0], [0.0, 5.0, 1.0]])
+    labels = torch.tensor([0, 0])
+    assert margin(logits, labels).tolist() == [-2.0, 5.0]
+    seq = torch.tensor([[-7.5, 0.0]])  # a sequence task's view: [-NLL, 0], label 0 -> the margin is the NLL
+    assert margin(seq, torch.tensor([0])).tolist() == [7.5]
+
+
+def test_adaptive_attacks_are_at_least_as_strong_as_pgd(zoo):
+    task, models = zoo
+    batch = task.collate(colour_samples(48, 21))
+    eps = 24 / 255
+    pgd, _ = _fooled(models["plain"], task, batch, "pgd", eps)
+    targeted, view = _fooled(models["plain"], task, batch, "pgd-targeted", eps)
+    only_pgd, only_targeted = _paired(pgd, targeted)
+    assert only_targeted >= only_pgd + 2, (only_pgd, only_targeted)  # measured: 1 vs 9 of 48
+    assert int(view.counters.grad.sum()) <= 3 * 48 * 10  # 3 wrong colours at most, fooled rows leave early
+    # the margin loss where cross-entropy saturates: PGD fools none of the saturated model, the margin most
+    pgd_sat, _ = _fooled(models["saturated"], task, batch, "pgd", eps)
+    margin_sat, _ = _fooled(models["saturated"], task, batch, "pgd-margin", eps)
+    assert sum(pgd_sat) == 0 and sum(margin_sat) >= 16
+    margin_plain, _ = _fooled(models["plain"], task, batch, "pgd-margin", eps)
+    assert abs(sum(margin_plain) - sum(pgd)) <= 6  # where CE works, about as strong (measured 22 vs 26)
+    # EOT without stochastic modules is PGD, image for image
+    v1, v2 = TaskView(models["plain"], task, batch), TaskView(models["plain"], task, batch)
+    a = run_attack("pgd", v1, batch.images, eps, AttackParams(steps=5), list(range(48))).adv
+    b = run_attack("eot-pgd", v2, batch.images, eps, AttackParams(steps=5), list(range(48))).adv
+    assert torch.equal(a, b)
+
+
+def test_eot_averages_over_the_tuning_dropout_in_train_mode_only(zoo):
+    from robustbench_ofa.tuning import get_method
+
+    task, models = zoo
+    model = copy.deepcopy(models["plain"])
+    get_method("prompt", length=4, dropout=0.2).apply(model)
+    model.eval()
+    modules = stochastic_modules(model)
+    assert [n for n, _ in modules] == ["encoder.encoder_prompt_encoder.dropout",
+                                       "decoder.decoder_prompt_encoder.dropout"]
+    assert stochastic_modules(models["plain"]) == []  # no tuning method: nothing added
+    seen = []
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    hook = modules[0][1].register_forward_hook(lambda m, i, o: seen.append((m.training, bn.training, model.training)))
+    batch = task.collate(colour_samples(8, 3))
+    view = TaskView(model, task, batch)
+    res = run_attack("eot-pgd", view, batch.images, 24 / 255, AttackParams(steps=3), list(range(8)))
+    hook.remove()
+    assert (True, False, False) in seen  # gradient passes: the prompt dropout on, BatchNorm and the rest off
+    assert (False, False, False) in seen  # the in-loop judgement: eval mode
+    assert not any(m.training for m in model.modules())  # every mode restored
+    assert int(view.counters.grad.sum()) >= 8 * 8  # 8 stochastic passes per step (at least the first step)
+    again = run_attack("eot-pgd", TaskView(model, task, batch), batch.images, 24 / 255, AttackParams(steps=3),
+                       list(range(8)))
+    assert torch.equal(res.adv, again.adv)  # dropout masks are seeded: resumable
+    eot, _ = _fooled(model, task, task.collate(colour_samples(48, 21)), "eot-pgd", 24 / 255)
+    pgd, _ = _fooled(model, task, task.collate(colour_samples(48, 21)), "pgd", 24 / 255)
+    only_pgd, only_eot = _paired(pgd, eot)
+    assert only_eot + 3 >= only_pgd  # not weaker beyond noise (this model's dropout hides nothing)
+
+
+def test_engine_attacks_only_the_given_rows_and_stops_stuck_rows(zoo):
+    task, models = zoo
+    batch = task.collate(colour_samples(6, 4))
+    view = TaskView(models["quantised"], task, batch)
+    rows = torch.tensor([1, 4])
+    res = run_pgd(Objective(view, loss="margin"), batch.images, 0.3, 0.05, 20, rows=rows, seeds=list(range(6)),
+                  stop_stuck=True)
+    keep = [0, 2, 3, 5]
+    assert torch.equal(res.adv[keep], batch.images[keep])
+    assert view.counters.grad.tolist() == [0, 1, 0, 0, 1, 0]  # zero gradient: one step, then it stays
+
+
+# -- --protocol strong -----------------------------------------------------------------------------------
+def test_protocol_strong_adds_the_adaptive_rows_and_the_worst_case_takes_them(zoo, tmp_path):
+    _, standard = _evaluate(zoo, tmp_path / "std", ["saturated"])
+    store, strong = _evaluate(zoo, tmp_path / "strong", ["saturated"], protocol="strong")
+    res = strong["samples"]
+    assert list(dict.fromkeys(res.attack)) == ["pgd", *ADAPTIVE_ATTACKS]
+    assert set(res[res.attack == "pgd"].adv_correct) == {1}  # the run's PGD is stuck at every budget
+    assert {"attacked", "cascade"} <= set(res[res.attack == "pgd-targeted"].status)  # cascaded after pgd-margin
+    std = standard["worst_case"].set_index("eps_label").robust_acc
+    strg = strong["worst_case"].set_index("eps_label").robust_acc
+    assert std["32/255"] == 1.0 and strg["32/255"] <= 0.5
+    flags = agg.robust_flags(res).groupby(level="eps_label").mean()
+    assert flags["32/255"] == pytest.approx(strg["32/255"])
+    assert store.settings()["protocol"] == "strong"
+    checks = store.frame("checks").set_index("name").detail
+    assert "EOT-PGD is PGD" in checks["stochastic_modules"]
+
+
+def test_twin_transfer_is_reported_per_variant(zoo, tmp_path):
+    """The quantised (masked) "prompt" variant, attacked with images crafted on its finetuned twin."""
+    cards = {"plain:ft": {"method": "finetune", "base": "b"}, "quantised:pt": {"method": "prompt", "base": "b"}}
+    _, tables = _evaluate(zoo, tmp_path, list(cards), cards=cards, protocol="strong",
+                          eps=parse_eps_list("8/255,64/255"))
+    tr = tables["transfer"]
+    assert set(zip(tr.source, tr.target, tr.eps_label)) == {("plain:ft", "quantised:pt", "8/255"),
+                                                            ("plain:ft", "quantised:pt", "64/255")}
+    flagged = _flags(tables, "transfer-beats-white-box")
+    assert set(flagged.variant) == {"quantised:pt"} and "64/255" in set(flagged.eps_label)
+    assert "images crafted on plain:ft" in flagged.detail.iloc[0]
+
+
+def test_transfer_flag_by_hand():
+    res = pd.DataFrame([dict(variant="t", task="ve", norm="linf", eps_label="4/255", eps=4 / 255, attack=a, uid=u,
+                             status="attacked", clean_correct=1, adv_correct=ok, first_grad=1.0)
+                        for a, oks in (("pgd", (1, 1, 0)), ("square", (0, 1, 0))) for u, ok in zip("xyz", oks)])
+    transfer = pd.DataFrame([dict(source=s, target="t", task="ve", attack="pgd", eps_label="4/255", uid=u,
+                                  target_clean_correct=1, adv_correct=ok)
+                             for s, oks in (("ft", (0, 1, 0)), ("t", (0, 0, 0))) for u, ok in zip("xyz", oks)])
+    flags = agg.transfer_beats_white_box(res, transfer)
+    # x: missed by pgd (square is black-box), fooled by ft's images; z: pgd got it; the diagonal never counts
+    assert len(flags) == 1 and "ft (1)" in flags[0]["detail"] and "fooled 1 sample" in flags[0]["detail"]
+
+
+# -- settings -----------------------------------------------------------------------------------------
+def test_default_protocol_keeps_the_ci_baseline_settings():
+    import argparse
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from ci_e2e import EVAL_ARGS
+
+    from robustbench_ofa.commands import evaluate
+
+    parser = argparse.ArgumentParser()
+    evaluate.register(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", *EVAL_ARGS])
+    baseline = json.loads((ROOT / "reports" / "baselines" / "embedded.json").read_text())["settings"]
+    cfg = evaluate.build_config(args, baseline["tasks"])
+    now = json.loads(json.dumps(cfg.settings()))
+    assert "protocol" not in now
+    drop = {"models", "data"}  # added by the command; sanity_* may change (not compared by regress)
+    same = {k: v for k, v in baseline.items() if k not in drop and not k.startswith("sanity_")}
+    assert {k: now[k] for k in same} == same
+    strong = evaluate.build_config(parser.parse_args(["evaluate", *EVAL_ARGS, "--protocol", "strong"]),
+                                   baseline["tasks"])
+    assert strong.settings()["protocol"] == "strong"
+    assert strong.image_attacks(ATTACKS.get("pgd").threat) == ["pgd", *ADAPTIVE_ATTACKS]

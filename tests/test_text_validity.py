@@ -1,0 +1,284 @@
+"""Text attacks that keep the answer: the generated benchmark's oracle, the antonym and ``--protect`` checks,
+and the validity figure (would-be successes the checks rejected) in the store, the CSVs, the summary and
+the report.
+
+The attacked model is a micro OFA trained for a few seconds to memorise a handful of generated
+VE/VQA/grounding samples (so some are clean-correct, the attacks run, and its answers hinge on words).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from attacks.text.budget import TextBudget, edits
+from attacks.text.options import TextOptions, parse_protect
+from attacks.text.resources import require
+from robustbench_ofa.data import synthetic as syn
+from robustbench_ofa.data.manifest import read_manifest
+from robustbench_ofa.data.synthetic_oracle import Oracle, parse, protected_vocabulary, read
+from robustbench_ofa.data.types import Sample
+from robustbench_ofa.zoo.recipe import EMBEDDED_SCENE
+
+TASKS = ("ve", "vqa", "grounding")
+SCENE = syn.SceneConfig(image_size=32, **EMBEDDED_SCENE)
+
+
+@pytest.fixture(scope="session")
+def text_resources():
+    return require()
+
+
+# --- the oracle itself ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", [syn.SceneConfig(), SCENE], ids=["default-scene", "embedded-scene"])
+def test_oracle_reads_every_generated_text_as_the_generator_labelled_it(config):
+    for split in ("train", "downstream_test"):
+        for task in TASKS:
+            for s in syn.generate(task, split, 60, config):
+                o = Oracle(s)
+                assert o.truth(s.text) == o.expected(), (s.uid, s.meta["kind"], s.text)
+
+
+def _sample(task: str, text: str, label=None, box=None) -> Sample:
+    """A hand-made generated-benchmark sample: a large yellow diamond left of a small purple circle."""
+    scene = [{"shape": "diamond", "color": "yellow", "size": "large", "box": [4.0, 30.0, 40.0, 66.0]},
+             {"shape": "circle", "color": "purple", "size": "small", "box": [70.0, 36.0, 90.0, 56.0]}]
+    s = Sample(uid=f"hand-{task}", task=task, image=Image.new("RGB", (96, 96)), text=text, label=label,
+               box=box, meta={"source": "synthetic", "scene": scene})
+    if task == "vqa":
+        s.answers = [label] * 10
+    return s
+
+
+@pytest.mark.parametrize("task, text, label, edited, truth", [
+    ("ve", "there is a large yellow diamond", "yes", "there is a small yellow diamond", "no"),
+    ("ve", "there is a large yellow diamond", "yes", "there is a heavy yellow diamond", "maybe"),
+    ("ve", "there is a large yellow diamond", "yes", "there is a wooden large yellow diamond", "maybe"),
+    ("ve", "there is a large yellow diamond", "yes", "there is a large yellow infield", None),
+    ("ve", "the diamond is left of the circle", "yes", "the diamond is right of the circle", "no"),
+    ("ve", "the diamond is left of the circle", "yes", "the diamond is behind the circle", "maybe"),
+    ("vqa", "is there a purple circle?", "yes", "is there a blue circle?", "no"),
+    ("vqa", "what color is the large diamond?", "yellow", "what semblance is the large diamond?", None),
+    ("vqa", "what color is the large diamond?", "yellow", "what shape is the large diamond?", "diamond"),
+    ("vqa", "how many diamonds are there?", "1", "how many circles are there?", "1"),
+    ("vqa", "what is left of the circle?", "diamond", "what is right of the circle?", None),
+    ("grounding", "the large diamond", None, "the small diamond", None),
+    ("grounding", "the object left of the purple circle", None, "the object right of the purple circle", None),
+    ("grounding", "the large diamond", None, "the large object", (4.0, 30.0, 40.0, 66.0)),
+])
+def test_oracle_detects_label_changing_edits(task, text, label, edited, truth):
+    box = (4.0, 30.0, 40.0, 66.0) if task == "grounding" else None
+    o = Oracle(_sample(task, text, label, box))
+    assert o.keeps_truth(text)
+    assert o.truth(edited) == truth
+    assert o.keeps_truth(edited) is (truth == o.expected())
+
+
+def test_oracle_reading_variants_invisible_characters_and_typos():
+    o = Oracle(_sample("vqa", "what color is the large diamond?", "yellow"))
+    for same in ("what colour is the big diamond?", "What color is the large diamond", "what color is the "
+                 "lar\u200bge diamond?", "what color is the large rhombus?", "what color is the large diamondX\b?"):
+        assert o.keeps_truth(same), same
+    assert read("the squrae") is None  # no typo reading without a word list
+    typo = Oracle(_sample("vqa", "what color is the large diamond?", "yellow"), is_word=lambda w: w == "gold")
+    assert typo.keeps_truth("what color is the large diamnod?")
+    ve = Oracle(_sample("ve", "the large diamond is cold", "maybe"), is_word=lambda w: w == "gold")
+    assert ve.truth("the large diamond is gold") is None  # a real word is never read as another one
+    assert parse("ve", "the large diamond is golden") is None
+
+
+def test_protected_vocabulary_covers_the_generator_content_words():
+    words = protected_vocabulary()
+    assert {"purple", "diamond", "diamonds", "large", "left", "above", "wooden", "wood", "color", "two"} <= words
+    assert not {"the", "is", "there", "a", "of"} & words
+
+
+# --- attacks on the generated benchmark ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def syn_model(micro_tokenizer):
+    """(model, {task: Task}, {task: samples}): a micro OFA that memorised 8 generated samples per task."""
+    from robustbench_ofa.models import OFAConfig, OFAModel
+    from robustbench_ofa.tasks import get_task
+    from robustbench_ofa.training.config import TrainConfig
+    from robustbench_ofa.training.loop import train
+
+    data = {t: syn.generate(t, "downstream_test", 8, SCENE) for t in TASKS}
+    cfg = OFAConfig(vocab_size=micro_tokenizer.vocab_size, d_model=32, encoder_layers=1, decoder_layers=1,
+                    encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                    resnet_layers=[1, 1, 1], resnet_base_planes=8, max_position_embeddings=128, dropout=0.0)
+    torch.manual_seed(0)
+    model = OFAModel(cfg)
+    tasks = {t: get_task(t, micro_tokenizer, 32, beam=1) for t in TASKS}
+    train(model, tasks, data, TrainConfig(lr=5e-3, batch_size=8, max_steps=150, warmup_steps=5, num_threads=2),
+          progress=False)
+    return model.eval(), tasks, data
+
+
+def _clean_correct(model, task, samples, k):
+    preds = task.predict(model, task.collate(samples))
+    return [(s, p.score) for s, p in zip(samples, preds) if p.correct][:k]
+
+
+def _attack(model, task, chosen, name, budget):
+    from attacks.text.engine import run_text_attack
+
+    samples = [s for s, _ in chosen]
+    return run_text_attack(name, model, task, samples, task.collate(samples).images, budget,
+                           list(range(len(samples))), [score for _, score in chosen])
+
+
+@pytest.mark.parametrize("name, k, queries", [("pwws", 4, 80), ("textfooler-glove", 2, 40)])
+def test_no_success_on_the_generated_benchmark_changes_the_oracle_answer(syn_model, text_resources, name, k,
+                                                                          queries):
+    model, tasks, data = syn_model
+    rejected = 0
+    for t in TASKS:
+        chosen = _clean_correct(model, tasks[t], data[t], k)
+        assert chosen, t
+        # --protect none: the oracle alone stands between the search and a relabelling
+        for (s, _), o in zip(chosen, _attack(model, tasks[t], chosen, name, TextBudget(queries=queries,
+                                                                                       protect=()))):
+            if o.status == "successful":
+                assert Oracle(s).keeps_truth(o.adversarial), (s.text, o.adversarial)
+            assert set(o.rejected_by) <= {"oracle", "antonym"}
+            rejected += o.rejected_successes
+    assert rejected > 0  # the search did meet label-changing "successes", and they were rejected
+
+
+def test_by_default_the_generated_vocabulary_is_protected(syn_model, text_resources):
+    model, tasks, data = syn_model
+    chosen = _clean_correct(model, tasks["vqa"], data["vqa"], 3)
+    words = protected_vocabulary()
+    for o in _attack(model, tasks["vqa"], chosen, "pwws", TextOptions().budget()):
+        changed = [w for old, _ in edits(o.original, o.adversarial) for w in old]
+        assert not any(w.strip("?").lower() in words for w in changed), (o.original, o.adversarial)
+
+
+# --- any data: antonyms and --protect on a hand-written manifest --------------------------------------
+
+#: Hand-written hypotheses (not the generator's sentence forms: no oracle), full of words with WordNet
+#: antonyms; each appears once per label, so whatever the model answers, one copy is clean-correct and
+#: attacked. The model is the generated-benchmark micro model, whose answers hinge on such words.
+HYPOTHESES = ["the large circle is left of the small square", "the hot diamond is above the cold cross",
+              "the old square is heavy", "the small diamond is right of the large circle"]
+PROTECT = "circle,square,diamond,cross,triangle"
+
+
+def _manifest(tmp_path, images) -> list[Sample]:
+    lines = []
+    for i, text in enumerate(HYPOTHESES):
+        images[i].save(tmp_path / f"img{i}.png")
+        for label in ("entailment", "contradiction", "neutral"):
+            lines.append(json.dumps({"id": f"h{i}-{label}", "image": f"img{i}.png", "hypothesis": text,
+                                     "label": label}))
+    path = tmp_path / "hand.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return list(read_manifest(path, "ve"))
+
+
+def test_antonym_and_protect_checks_hold_on_a_hand_written_manifest(syn_model, text_resources, tmp_path):
+    from attacks.text.validity import lexicon
+
+    model, tasks, data = syn_model
+    samples = _manifest(tmp_path, [s.image for s in data["ve"]])
+    assert all(s.meta.get("source") != "synthetic" for s in samples)
+    chosen = _clean_correct(model, tasks["ve"], samples, len(samples))
+    assert len(chosen) == len(HYPOTHESES)
+    lex = lexicon(text_resources)
+    protect = parse_protect(PROTECT)
+    outs = _attack(model, tasks["ve"], chosen, "textfooler-glove", TextBudget(queries=40, protect=protect))
+    reasons: dict[str, int] = {}
+    for o in outs:
+        for why, n in o.rejected_by.items():
+            reasons[why] = reasons.get(why, 0) + n
+        if o.status != "successful":
+            continue
+        for old, new in edits(o.original, o.adversarial):
+            assert not any(lex.are_antonyms(a, b) for a in old for b in new), (o.original, o.adversarial)
+            assert not {w.lower() for w in old} & set(protect), (o.original, o.adversarial)
+    assert "oracle" not in reasons  # not generated data: no oracle
+    # the search met would-be successes that swapped in an antonym or changed a protected word
+    assert reasons.get("antonym", 0) > 0 and reasons.get("protect", 0) > 0, reasons
+    assert lex.are_antonyms("hot", "cold") and lex.are_antonyms("large", "tiny") and not lex.are_antonyms("red", "blue")
+
+
+def test_protect_option_parses_and_checks():
+    from robustbench_ofa.configcli import validate
+    from robustbench_ofa.errors import RobustOFAError
+
+    assert parse_protect(None) is None and parse_protect("none") == () and parse_protect("Red, blue") == ("red", "blue")
+    assert TextOptions(protect="red,blue").budget().protect == ("red", "blue")
+    with pytest.raises(RobustOFAError, match="--protect"):
+        validate(TextOptions(protect="left of"))
+
+
+# --- the validity figure: store, CSV, summary, report ------------------------------------------------
+
+
+def test_rejected_share_in_store_csv_summary_and_report(syn_model, text_resources, tmp_path):
+    from attacks import AttackParams
+    from reports.build import load_report
+    from robustbench_ofa.evaluation.config import EvalConfig
+    from robustbench_ofa.evaluation.outputs import write_aggregates
+    from robustbench_ofa.evaluation.runner import Evaluator, LoadedVariant
+    from robustbench_ofa.evaluation.store import ResultsStore
+
+    model, tasks, data = syn_model
+    cfg = EvalConfig(attacks=["pwws"], tasks=["vqa"], n_samples=6, batch_size=6, beam=1, transfer=False,
+                     sanity_samples=1, params=AttackParams.of(steps=1, text_queries=40))
+    store = ResultsStore(tmp_path / "results.sqlite")
+    store.bind(cfg.settings())
+    assert cfg.settings()["params"]["text_protect"] is None
+    Evaluator(cfg, store, lambda n: LoadedVariant(n, model, tasks["vqa"].tokenizer, 32),
+              lambda t, n: data[t][:n], progress=False).run(["micro"])
+    res = store.frame("results")
+    attacked = res[(res.norm == "text") & (res.status == "attacked")]
+    assert len(attacked) and attacked.rejected_successes.notna().all()
+    tables = write_aggregates(store, tmp_path, {})
+    csv = pd.read_csv(tmp_path / "text_attacks.csv")
+    assert {"rejected_successes", "rejected_samples", "rejected_share"} <= set(csv.columns)
+    assert int(csv.rejected_successes.sum()) == int(attacked.rejected_successes.sum()) > 0
+    row = json.loads((tmp_path / "summary.json").read_text())["text_attacks"][0]
+    fooled = int((attacked.adv_correct == 0).sum())
+    rescued = int(((attacked.adv_correct == 1) & (attacked.rejected_successes > 0)).sum())
+    assert row["rejected_share"] == pytest.approx(rescued / (rescued + fooled))
+    assert tables["text_attacks"].rejected_samples.iloc[0] == int((attacked.rejected_successes > 0).sum())
+    report = load_report(tmp_path, allow_incomplete=True, with_figures=False)
+    table = next(t for t in report.result_tables if t.key == "text-attacks")
+    assert [c.label for c in table.columns][-2:] == ["Rejected successes", "Rejected share"]
+    assert table.rows[0][-2].text == str(int(attacked.rejected_successes.sum()))
+    # the report shows adversarial texts next to their originals
+    assert report.text_examples and all(e.before and e.after for e in report.text_examples)
+
+
+def test_old_databases_gain_the_column(tmp_path):
+    import sqlite3
+
+    from robustbench_ofa.evaluation.store import ResultsStore
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE results (variant TEXT, task TEXT, attack TEXT, norm TEXT, eps_label TEXT, eps REAL, "
+               "uid TEXT, status TEXT, clean_pred TEXT, adv_pred TEXT, clean_correct INTEGER, adv_correct INTEGER, "
+               "clean_score REAL, adv_score REAL, linf REAL, l2 REAL, grad_evals INTEGER, queries INTEGER, "
+               "seconds REAL, first_grad REAL, words INTEGER, adv_text TEXT, words_changed INTEGER, n_words INTEGER, "
+               "PRIMARY KEY (variant, task, attack, norm, eps_label, uid))")
+    db.execute("INSERT INTO results (variant, task, attack, norm, eps_label, eps, uid, status, clean_correct, "
+               "adv_correct, words, adv_text, words_changed, n_words, queries) VALUES ('v', 'vqa', 'pwws', 'text', "
+               "'words=1', 1.0, 'u', 'attacked', 1, 0, 1, 'x', 1, 3, 5)")
+    db.commit()
+    db.close()
+    res = ResultsStore(path).frame("results")
+    assert "rejected_successes" in res and res.rejected_successes.isna().all()
+    from robustbench_ofa.evaluation.aggregate import text_attack_table
+
+    row = text_attack_table(res).iloc[0]
+    assert row.successful == 1 and pd.isna(row.rejected_share)  # unknown for rows that predate the checks
