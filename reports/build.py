@@ -145,6 +145,22 @@ def load_ablation(results_dir: Path, ablation: str | Path | None) -> pd.DataFram
     return df if len(df) else None
 
 
+def load_regression(results_dir: Path) -> dict | None:
+    """The run's ``regression.json`` (written by ``robust-ofa regress``), or None if it was never gated."""
+    from robustbench_ofa.regress import RECORD
+
+    path = results_dir / RECORD
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RobustOFAError(f"{path}: not a readable regression record ({exc}); rerun robust-ofa regress") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise RobustOFAError(f"{path}: field 'rows': expected a list of gated numbers; rerun robust-ofa regress")
+    return data
+
+
 def load_report(results_dir: str | Path, allow_incomplete: bool = False, reference: str | None = None,
                 ablation: str | Path | None = None, with_figures: bool = True) -> Report:
     """Read a results directory and build the full report model (tables, sentences, plots, examples)."""
@@ -192,6 +208,8 @@ def load_report(results_dir: str | Path, allow_incomplete: bool = False, referen
     report.result_tables = tb.result_tables(report)
     report.headline_tables = {t: tb.headline_table(report, t) for t in tasks if comparisons[t]}
     report.variant_table = tb.variant_table(report)
+    report.regression = load_regression(results_dir)
+    report.regression_tables = tb.regression_tables(report)
     report.metadata = metadata_rows(report)
     report.examples = ex.image_examples(examples_df, samples_df, tables["samples"], variants)
     report.text_examples = ex.text_examples(examples_df, samples_df, tables["samples"], variants)

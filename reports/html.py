@@ -61,6 +61,13 @@ def _flag_rows(report: Report) -> list[dict]:
     return out
 
 
+def _sanity_attacks(report: Report) -> str:
+    """The large-eps check's strong attacks as run ('PGD-margin, PGD, 100 steps x 2 restarts')."""
+    st = report.settings
+    names = ", ".join(str(a) for a in st.get("sanity_attacks", [])) or "none"
+    return f"{names}, {st.get('sanity_steps', '?')} steps x {st.get('sanity_restarts', '?')} restarts"
+
+
 def render(report: Report) -> str:
     """The report as one HTML document (string)."""
     from reports.tables import flags_table
@@ -74,6 +81,7 @@ def render(report: Report) -> str:
         has_boxes=any(draws_boxes(e.task) for e in report.examples),
         thresholds={"vanishing": f"{agg.VANISHING_GRAD:g}",
                     "large_eps": f"{agg.LARGE_EPS_MAX_ACC:.0%} (the 95% Wilson lower bound; worst case of the run's "
-                                 "attacks and the strong ones)",
+                                 "attacks and the strong ones: " + _sanity_attacks(report) + ")",
+                    "sanity_eps": f"{report.settings.get('sanity_eps', 0.5):g}",
                     "nondet": f"{agg.NONDETERMINISM_TOL:g}"},
     )

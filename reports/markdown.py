@@ -60,6 +60,10 @@ def render_markdown(report: Report) -> str:
         out += [md_table(t), ""]
     if len(report.tables["transfer"]):  # the HTML/PDF show it as a heatmap
         out += [md_table(transfer_table(report)), ""]
+    if report.regression_tables:
+        out += ["## Regression gate", ""]
+        for t in report.regression_tables:
+            out += [md_table(t), ""]
     if report.variant_table:
         out += ["## Variants", "", md_table(report.variant_table), ""]
     if report.notes:
@@ -109,5 +113,5 @@ def render_latex(report: Report) -> str:
     if not report.complete:
         head += ["% WARNING: INCOMPLETE RUN: these numbers will change when the evaluation finishes.", ""]
     tables = [report.headline_tables[t] for t in report.tasks if t in report.headline_tables]
-    tables += report.result_tables
+    tables += report.result_tables + report.regression_tables
     return "\n".join(head) + "\n\n".join(tex_table(t) for t in tables) + "\n"

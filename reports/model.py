@@ -105,6 +105,9 @@ class Report:
     variant_table: Table | None = None
     notes: list[str] = field(default_factory=list)
     ablation: pd.DataFrame | None = None
+    #: What ``robust-ofa regress`` decided for this run (its ``regression.json``), if it was gated.
+    regression: dict | None = None
+    regression_tables: list[Table] = field(default_factory=list)
 
     def method(self, variant: str) -> str:
         return str(self.variant_meta.get(variant, {}).get("method") or "")

@@ -312,3 +312,52 @@ def variant_table(report: Report) -> Table:
         t.add([name(v), text(info.get("method", "")), Cell(fmt_params(p), None if _nan(p) else float(p)),
                text(hp_text), Cell(sha, None, "mono"), num(secs, "{:.1f}")])
     return t
+
+
+def regression_tables(report: Report) -> list[Table]:
+    """The regression gate of this run (``robust-ofa regress``): every gated number, and the stated power."""
+    reg = report.regression
+    if not reg:
+        return []
+    s = reg.get("settings") or {}
+    verdict = "FAILED" if reg.get("failed") else "passed"
+    rules = ("fixed: the variant's weights are the baseline's, a number fails on more than "
+             f"{s.get('allow_flips')} sample(s) turned wrong; paired: retrained weights, one-sided exact McNemar "
+             f"with Holm's correction at alpha/2 = {s.get('alpha', 0.05) / 2:g}; count: a count-only baseline, "
+             "two-sided two-proportion test")
+    if s.get("tolerance") is not None:
+        rules += f"; a number must also fall by more than the tolerance {s['tolerance']:g}"
+    g = Table("regression", f"Regression gate: {verdict}",
+              f"This run against the baseline {reg.get('baseline', '?')} (robust-ofa regress). Lost: baseline-"
+              f"correct samples now wrong; gained: the reverse. Tests: {rules}.",
+              [Column("Number"), Column("Test"), Column("Baseline", True), Column("Run", True),
+               Column("Delta (points)", True), Column("Lost", True), Column("Gained", True), Column("p", True),
+               Column("Status")])
+    for r in reg["rows"]:
+        (bk, bn), (nk, nn) = r["base"], r["run"]
+        status = str(r["status"])
+        cls = {"REGRESSION": "worse", "CHANGED": "worse", "improvement": "better"}.get(status, "")
+        p = r.get("p_holm") if r.get("p_holm") is not None else r.get("p")
+        g.add([text(r["key"]), text(r["mode"]), Cell(f"{bk}/{bn}", bk / bn if bn else None),
+               Cell(f"{nk}/{nn}", nk / nn if nn else None), Cell(f"{100 * r['delta']:+.1f}", 100 * r["delta"]),
+               num(r.get("lost")), num(r.get("gained")),
+               Cell("" if p is None else fmt_p(p), p), Cell(status, None, cls)], "flagged" if cls == "worse" else "")
+    for a in reg.get("aggregates") or []:
+        cls = "worse" if a["status"] in ("REGRESSION", "CHANGED") else ""
+        p = a.get("p")
+        g.add([text(f"all {a['numbers']} {a['mode']} numbers"), text(a["mode"] + " aggregate"), text(""), text(""),
+               text(""), num(a["lost"]), num(a["gained"]), Cell("" if p is None else fmt_p(p), p),
+               Cell(f"{a['status']} ({a['rule']})", None, cls)], "flagged" if cls else "")
+    target = 100 * float(reg.get("power_target", 0.8))
+    pw = Table("regression-power", "Detectable regressions",
+               f"The smallest drop in accuracy this gate detects with {target:.0f}% probability at this run's n and "
+               "baseline accuracies, per number and for a uniform drop over all numbers (module robustbench_ofa."
+               "regress: exact binomial sums per number, a normal approximation for the aggregate).",
+               [Column("Number"), Column("Test"), Column("n", True), Column("Baseline acc.", True),
+                Column("Detectable drop (points)", True), Column("How")])
+    for p in reg.get("power") or []:
+        drop = p.get("drop")
+        pw.add([text(p["key"]), text(p["mode"]), num(p["n"]), pct(p["base_acc"]),
+                Cell("not detectable" if drop is None else f"{100 * drop:.1f}", None if drop is None else 100 * drop),
+                text(p.get("note", ""))])
+    return [g, pw]

@@ -11,7 +11,8 @@ Which test, per number, depends on what changed (``mode`` of each row):
 * ``fixed``: the variant's weights are the baseline's (SHA-256 equal). Evaluation is deterministic up to
   float noise, so every sample that turned wrong is a real change of behaviour: the number regresses when
   more than ``allow_flips`` of its samples turned wrong, and the gate fails when more than
-  ``allow_flips_total`` did over all fixed-weight numbers. The allowances are for cross-device float
+  ``allow_flips_total`` did over all fixed-weight numbers. The same limits hold for samples turned right
+  (status ``CHANGED``, failing): on the same weights a rise is a weaker attack or a lenient metric. The allowances are for cross-device float
   noise (measured: see README, "Regression gates").
 * ``paired``: the weights differ (a retrained model). McNemar's exact one-sided test per number on its
   discordant samples (lost ``b``: baseline-correct, now wrong; gained ``c``), with Holm's step-down
@@ -60,6 +61,8 @@ FORMATS = (FORMAT_V1, FORMAT)
 #: Default allowance of flips to wrong per fixed-weight number, and over all of them (float noise; README).
 ALLOW_FLIPS = 1
 ALLOW_FLIPS_TOTAL = 3
+#: Statuses that fail a gate: a regression, or on the same weights a number that rose (see ``gate``).
+FAILING = ("REGRESSION", "CHANGED")
 #: Power the stated detectable drops are computed for.
 POWER = 0.8
 
@@ -263,7 +266,7 @@ class Comparison:
     new_k: int
     new_n: int
     p_value: float
-    status: str  # "ok", "REGRESSION", "improvement"
+    status: str  # "ok", "REGRESSION", "improvement", "CHANGED" (same weights, rose: fails)
     #: "count" (two-proportion test), "fixed" (same weights: flips counted), "paired" (McNemar + Holm).
     mode: str = "count"
     lost: int | None = None
@@ -302,11 +305,11 @@ class Gate:
     allow_flips: int
     allow_flips_total: int
     notes: list[str] = field(default_factory=list)
+    aggregate_tolerance: float | None = None
 
     @property
     def failed(self) -> bool:
-        return any(r.status == "REGRESSION" for r in self.rows) or any(a.status == "REGRESSION"
-                                                                        for a in self.aggregates)
+        return any(r.status in FAILING for r in self.rows) or any(a.status in FAILING for a in self.aggregates)
 
 
 def _same_weights(baseline: dict, run: dict, variant: str) -> bool:
@@ -316,10 +319,15 @@ def _same_weights(baseline: dict, run: dict, variant: str) -> bool:
 
 
 def gate(baseline: dict, run: dict, alpha: float = 0.05, tolerance: float | None = None, exact: bool = False,
-         allow_flips: int = ALLOW_FLIPS, allow_flips_total: int = ALLOW_FLIPS_TOTAL) -> Gate:
-    """Compare every number of ``run`` with ``baseline`` by the test that fits what changed (module doc)."""
+         allow_flips: int = ALLOW_FLIPS, allow_flips_total: int = ALLOW_FLIPS_TOTAL,
+         aggregate_tolerance: float | None = None) -> Gate:
+    """Compare every number of ``run`` with ``baseline`` by the test that fits what changed (module doc).
+
+    ``aggregate_tolerance`` (default: ``tolerance``): the mean drop over the paired numbers the aggregate
+    test must also exceed; a recipe's run-to-run variance is far smaller in the mean than per number."""
     fa, fb = per_sample(baseline), per_sample(run)
     tol = tolerance or 0.0
+    agg_tol = tol if aggregate_tolerance is None else aggregate_tolerance
     rows: list[Comparison] = []
     notes: list[str] = []
     if fa is None or fb is None:
@@ -361,27 +369,32 @@ def gate(baseline: dict, run: dict, alpha: float = 0.05, tolerance: float | None
         else:
             bad = r.p_adjusted < alpha / 2 and beyond
             good = holm_improvement(r, paired) < alpha / 2 and r.delta > tol + 1e-12
-        r.status = "REGRESSION" if bad else ("improvement" if good else "ok")
+        # On the same weights a number that rose is no better model: the evaluation changed (a weaker attack,
+        # a more lenient metric), which is what a gate on fixed weights exists to catch. It fails as CHANGED.
+        rose = "CHANGED" if exact or r.mode == "fixed" else "improvement"
+        r.status = "REGRESSION" if bad else (rose if good else "ok")
     aggregates = []
     fixed = [r for r in rows if r.mode == "fixed"]
     if fixed:
-        lost = sum(r.lost for r in fixed)
+        lost, gained = sum(r.lost for r in fixed), sum(r.gained for r in fixed)
         limit = 0 if exact else allow_flips_total
-        aggregates.append(Aggregate("fixed", len(fixed), lost, sum(r.gained for r in fixed), None,
-                                    "REGRESSION" if lost > limit else "ok",
-                                    f"same weights: at most {limit} flips to wrong over all these numbers"))
+        aggregates.append(Aggregate("fixed", len(fixed), lost, gained, None,
+                                    "REGRESSION" if lost > limit else ("CHANGED" if gained > limit else "ok"),
+                                    f"same weights: at most {limit} flips to wrong, and {limit} to right, over all "
+                                    "these numbers"))
     if paired:
         net = _net_per_sample(paired)
         p = sign_flip_lower(net.values())
         mean_drop = -sum(r.delta for r in paired) / len(paired)
-        bad = p < alpha / 2 and mean_drop > tol + 1e-12 and not exact
+        bad = p < alpha / 2 and mean_drop > agg_tol + 1e-12 and not exact
         if exact:
             bad = any(r.lost for r in paired)
         aggregates.append(Aggregate("paired", len(paired), sum(r.lost for r in paired),
                                     sum(r.gained for r in paired), p, "REGRESSION" if bad else "ok",
                                     f"sign-flip test on per-sample net changes, one-sided at alpha/2 = {alpha / 2:g}"
-                                    + (f", mean drop > {tol:g}" if tol else "")))
-    return Gate(rows, aggregates, alpha, tolerance, allow_flips, allow_flips_total, notes)
+                                    + (f", mean drop > {agg_tol:g}" if agg_tol else "")))
+    return Gate(rows, aggregates, alpha, tolerance, allow_flips, allow_flips_total, notes,
+                aggregate_tolerance=aggregate_tolerance)
 
 
 def holm_improvement(row: Comparison, paired: list[Comparison]) -> float:
@@ -514,6 +527,17 @@ def observed_discordance(rows: Sequence[Comparison]) -> float:
     return 2 * sum(min(r.lost or 0, r.gained or 0) for r in rows) / n if n else 0.0
 
 
+def count_threshold(k: int, n: int, n_new: int, alpha: float = 0.05, tolerance: float | None = None) -> float | None:
+    """Smallest observed drop the count gate flags (what it detects on the same weights, where nothing is random)."""
+    for k_new in range(round(k / n * n_new), -1, -1):
+        drop = k / n - k_new / n_new
+        if drop <= 1e-12:
+            continue
+        if (drop > tolerance + 1e-12) if tolerance is not None else two_proportion_test(k, n, k_new, n_new) < alpha:
+            return drop
+    return None
+
+
 @functools.lru_cache(maxsize=4096)
 def count_drop(k: int, n: int, n_new: int, alpha: float, tolerance: float | None,
                discordance: float | None) -> float | None:
@@ -544,11 +568,15 @@ def power_table(g: Gate, discordance: float | None = None) -> list[PowerLine]:
     r_bg = observed_discordance(paired) if discordance is None else discordance
     thr = g.alpha / 2 / max(1, len(paired))  # Holm's first step: one regressed number among m
     tol = g.tolerance or 0.0
+    agg_tol = g.tolerance if g.aggregate_tolerance is None else g.aggregate_tolerance
     for r in g.rows:
         acc = r.base_k / r.base_n
-        if r.mode == "count":
-            drop = count_drop(r.base_k, r.base_n, r.new_n, g.alpha, g.tolerance, 0.0 if r.same_weights else discordance)
-            note = "two-proportion test" + (", same weights" if r.same_weights else "")
+        if r.mode == "count" and r.same_weights:  # deterministic: a threshold, not a probability
+            drop = count_threshold(r.base_k, r.base_n, r.new_n, g.alpha, g.tolerance)
+            note = "two-proportion test, same weights: fails exactly from this drop on"
+        elif r.mode == "count":
+            drop = count_drop(r.base_k, r.base_n, r.new_n, g.alpha, g.tolerance, discordance)
+            note = "two-proportion test"
         elif r.mode == "fixed":
             drop = max((g.allow_flips + 1) / r.base_n, tol + 1 / r.base_n) if acc > 0 else None
             drop = drop if drop is not None and drop <= acc else None
@@ -562,8 +590,11 @@ def power_table(g: Gate, discordance: float | None = None) -> list[PowerLine]:
         def any_fires(d: float) -> float:
             miss = 1.0
             for r in counts:
-                miss *= 1 - count_power(r.base_k, r.base_n, r.new_n, d, g.alpha, g.tolerance,
-                                        0.0 if r.same_weights else discordance)
+                if r.same_weights:
+                    t = count_threshold(r.base_k, r.base_n, r.new_n, g.alpha, g.tolerance)
+                    miss *= 1.0 if t is None or d < t else 0.0
+                else:
+                    miss *= 1 - count_power(r.base_k, r.base_n, r.new_n, d, g.alpha, g.tolerance, discordance)
             return 1 - miss
         top = min(r.base_k / r.base_n for r in counts)
         out.append(PowerLine("ALL (uniform drop, any number fires)", "count", sum(r.base_n for r in counts),
@@ -580,8 +611,7 @@ def power_table(g: Gate, discordance: float | None = None) -> list[PowerLine]:
         top = min(r.base_k / r.base_n for r in paired)
         n = sum(r.base_n for r in paired)
         out.append(PowerLine("ALL paired numbers (uniform drop)", "paired", n, sum(k for k, _ in counts_p) / n,
-                             smallest_drop(lambda d: aggregate_power(counts_p, d, g.alpha / 2, r_bg, g.tolerance),
-                                           top),
+                             smallest_drop(lambda d: aggregate_power(counts_p, d, g.alpha / 2, r_bg, agg_tol), top),
                              f"sign-flip test, background discordance {100 * r_bg:.1f}%"))
     return out
 
@@ -626,35 +656,63 @@ def format_power(lines: list[PowerLine], power: float = POWER) -> str:
     return "\n".join(out)
 
 
+#: The file ``robust-ofa regress`` writes into the results directory (the report's regression section).
+RECORD = "regression.json"
+
+
+def gate_record(g: Gate, power: list[PowerLine], baseline: str, settings: dict) -> dict:
+    """What a gate decided, machine-readable: every number, the aggregates, the stated power, the verdict."""
+    rows = [{"key": r.key, "mode": r.mode, "base": [r.base_k, r.base_n], "run": [r.new_k, r.new_n],
+             "delta": r.delta, "lost": r.lost, "gained": r.gained,
+             "p": None if r.mode == "fixed" else r.p_value, "p_holm": r.p_adjusted, "status": r.status,
+             "lost_uids": r.lost_uids} for r in g.rows]
+    aggs = [{"mode": a.mode, "numbers": a.numbers, "lost": a.lost, "gained": a.gained, "p": a.p_value,
+             "status": a.status, "rule": a.rule} for a in g.aggregates]
+    pw = [{"key": p.key, "mode": p.mode, "n": p.n, "base_acc": p.base_acc, "drop": p.drop, "note": p.note}
+          for p in power]
+    return {"baseline": baseline, "settings": settings, "failed": g.failed, "rows": rows, "aggregates": aggs,
+            "power": pw, "power_target": POWER, "notes": list(g.notes)}
+
+
+def write_record(results_dir: str | Path, record: dict) -> Path:
+    path = Path(results_dir) / RECORD
+    from robustbench_ofa.io import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
 def explain(results_dir: str | Path, g: Gate, limit: int = 20) -> str:
-    """Per failing number, the samples that turned wrong: uid, reference, the run's clean/adversarial output."""
+    """Per failing number, the samples that turned wrong (``-``), and for a number that rose on the same weights
+    (CHANGED) those that turned right (``+``): uid, reference, the run's clean/adversarial output."""
     from robustbench_ofa.evaluation.store import ResultsStore
 
     store = ResultsStore(Path(results_dir) / "results.sqlite")
     clean, res, samples = store.frame("clean"), store.frame("results"), store.frame("samples")
     refs = {(r.task, str(r.uid)): r.reference for r in samples.itertuples()} if len(samples) else {}
     out = []
-    bad = [r for r in g.rows if r.status == "REGRESSION"]
-    if not bad and any(a.status == "REGRESSION" for a in g.aggregates):
-        bad = [r for r in g.rows if r.lost]
+    bad = [r for r in g.rows if r.status in FAILING]
+    if not bad and any(a.status in FAILING for a in g.aggregates):
+        bad = [r for r in g.rows if r.lost or r.gained]
     for r in bad:
         if r.lost is None:
             out.append(f"{r.key}: count-only baseline, no per-sample data to explain")
             continue
         variant, task, *threat = r.key.split("|")
+        threat = [] if threat == ["clean"] else threat
         out.append(f"{r.key}: {r.lost} sample(s) turned wrong, {r.gained} turned right")
-        for uid in r.lost_uids[:limit]:
-            c = clean[(clean.variant == variant) & (clean.task == task) & (clean.uid == uid)]
-            cpred = c.pred.iloc[0] if len(c) else "?"
-            line = f"  - {uid}: reference {refs.get((task, uid), '?')!r}, clean prediction {cpred!r}"
-            if threat:
-                rr = res[(res.variant == variant) & (res.task == task) & (res.norm == threat[0])
-                         & (res.eps_label == threat[1]) & (res.uid == uid)]
-                fooled = rr[rr.adv_correct == 0]
-                row = fooled.iloc[0] if len(fooled) else (rr.iloc[0] if len(rr) else None)
-                if row is not None:
-                    line += f", adversarial prediction {row.adv_pred!r} ({row.attack}, {row.status})"
-            out.append(line)
-        if len(r.lost_uids) > limit:
-            out.append(f"  ... and {len(r.lost_uids) - limit} more")
+        for sign, uids in (("-", r.lost_uids), ("+", r.gained_uids if r.status == "CHANGED" else [])):
+            for uid in uids[:limit]:
+                c = clean[(clean.variant == variant) & (clean.task == task) & (clean.uid == uid)]
+                cpred = c.pred.iloc[0] if len(c) else "?"
+                line = f"  {sign} {uid}: reference {refs.get((task, uid), '?')!r}, clean prediction {cpred!r}"
+                if threat:
+                    rr = res[(res.variant == variant) & (res.task == task) & (res.norm == threat[0])
+                             & (res.eps_label == threat[1]) & (res.uid == uid)]
+                    fooled = rr[rr.adv_correct == 0]
+                    row = fooled.iloc[0] if len(fooled) else (rr.iloc[0] if len(rr) else None)
+                    if row is not None:
+                        line += f", adversarial prediction {row.adv_pred!r} ({row.attack}, {row.status})"
+                out.append(line + ("" if sign == "-" else " [now right]"))
+            if len(uids) > limit:
+                out.append(f"  ... and {len(uids) - limit} more")
     return "\n".join(out) if out else "nothing to explain: no number regressed"

@@ -245,20 +245,61 @@ def test_twin_transfer_is_reported_per_variant(zoo, tmp_path):
     assert "images crafted on plain:ft" in flagged.detail.iloc[0]
 
 
-def test_transfer_flag_by_hand():
+def _transfer_case(ft_fools: str, own_fools: str | None, uids: str = "abcdefg"):
+    """pgd (white-box) misses every sample but g, square (black-box) fools a; ft's and the target's own
+    transferred images fool the samples named."""
     res = pd.DataFrame([dict(variant="t", task="ve", norm="linf", eps_label="4/255", eps=4 / 255, attack=a, uid=u,
-                             status="attacked", clean_correct=1, adv_correct=ok, first_grad=1.0)
-                        for a, oks in (("pgd", (1, 1, 0)), ("square", (0, 1, 0))) for u, ok in zip("xyz", oks)])
+                             status="attacked", clean_correct=1, adv_correct=int(ok(u)), first_grad=1.0)
+                        for a, ok in (("pgd", lambda u: u != "g"), ("square", lambda u: u != "a")) for u in uids])
+    sources = [("ft", ft_fools)] + ([("t", own_fools)] if own_fools is not None else [])
     transfer = pd.DataFrame([dict(source=s, target="t", task="ve", attack="pgd", eps_label="4/255", uid=u,
-                                  target_clean_correct=1, adv_correct=ok)
-                             for s, oks in (("ft", (0, 1, 0)), ("t", (0, 0, 0))) for u, ok in zip("xyz", oks)])
-    flags = agg.transfer_beats_white_box(res, transfer)
-    # x: missed by pgd (square is black-box), fooled by ft's images; z: pgd got it; the diagonal never counts
-    assert len(flags) == 1 and "ft (1)" in flags[0]["detail"] and "fooled 1 sample" in flags[0]["detail"]
+                                  target_clean_correct=1, adv_correct=int(u not in fooled))
+                             for s, fooled in sources for u in uids])
+    return agg.transfer_beats_white_box(res, transfer)
+
+
+def test_transfer_flag_by_hand():
+    # five white-box survivors fooled by one source, no second own attempt: p = 1/32 < 0.05 -> flagged
+    flags = _transfer_case("abcdeg", None)
+    assert len(flags) == 1 and "fooled 5 of the 6 transfer sample(s)" in flags[0]["detail"]
+    assert "p = 0.031" in flags[0]["detail"] and "images crafted on ft" in flags[0]["detail"]
+    # g was fooled by pgd itself: not a survivor; square is black-box and does not make a survivor
+    # one or four survivors tipped over: what any further attempt does to borderline samples -> no flag
+    assert _transfer_case("a", None) == [] and _transfer_case("abcd", None) == []
+    # the target's own images, crafted again, tip the same samples: no sign of masked gradients
+    assert _transfer_case("abcde", "abcd") == []
+    # ... but a source fooling five survivors its own images all missed is one
+    assert len(_transfer_case("abcdef", "")) == 1
 
 
 # -- settings -----------------------------------------------------------------------------------------
-def test_default_protocol_keeps_the_ci_baseline_settings():
+@pytest.mark.parametrize("args_name,baseline_file", [("EVAL_ARGS", "embedded.json"), ("GATE_ARGS", "gate.json")])
+def test_ci_gates_measure_what_their_baselines_measured(args_name, baseline_file):
+    """CI's evaluation settings (scripts/ci_e2e.py) must be those of the committed baselines: regress refuses
+    a run measured differently, so a default changed without a baseline refresh would fail CI late."""
+    import argparse
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import ci_e2e
+
+    from robustbench_ofa.commands import evaluate
+
+    parser = argparse.ArgumentParser()
+    evaluate.register(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", *getattr(ci_e2e, args_name)])
+    baseline = json.loads((ROOT / "reports" / "baselines" / baseline_file).read_text())
+    assert baseline["format"] == "robust-ofa-baseline/2" and baseline["samples"]["correct"]
+    settings = baseline["settings"]
+    cfg = evaluate.build_config(args, settings["tasks"])
+    now = json.loads(json.dumps(cfg.settings()))
+    assert "protocol" not in now
+    drop = {"models", "data"}  # added by the command; sanity_* may change (not compared by regress)
+    same = {k: v for k, v in settings.items() if k not in drop and not k.startswith("sanity_")}
+    assert {k: now[k] for k in same} == same
+
+
+def test_protocol_strong_is_stored_and_adds_the_adaptive_attacks():
     import argparse
     import sys
 
@@ -269,14 +310,7 @@ def test_default_protocol_keeps_the_ci_baseline_settings():
 
     parser = argparse.ArgumentParser()
     evaluate.register(parser.add_subparsers())
-    args = parser.parse_args(["evaluate", *EVAL_ARGS])
     baseline = json.loads((ROOT / "reports" / "baselines" / "embedded.json").read_text())["settings"]
-    cfg = evaluate.build_config(args, baseline["tasks"])
-    now = json.loads(json.dumps(cfg.settings()))
-    assert "protocol" not in now
-    drop = {"models", "data"}  # added by the command; sanity_* may change (not compared by regress)
-    same = {k: v for k, v in baseline.items() if k not in drop and not k.startswith("sanity_")}
-    assert {k: now[k] for k in same} == same
     strong = evaluate.build_config(parser.parse_args(["evaluate", *EVAL_ARGS, "--protocol", "strong"]),
                                    baseline["tasks"])
     assert strong.settings()["protocol"] == "strong"

@@ -53,7 +53,11 @@ def test_breakdowns_reach_the_tables_summary_terminal_and_report(colour_model, t
     out = tmp_path / "out"
     out.mkdir()
     write_aggregates(store, out, {})
-    assert json.loads((out / "summary.json").read_text())["breakdown"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["breakdown"]
+    # the checks behind the flags are in the summary too (the EOT attack's stochastic modules among them)
+    names = {c["name"] for c in summary["checks"]}
+    assert {"stochastic_modules", "large_eps_robust_acc", "large_eps_n"} <= names, names
     assert len(pd.read_csv(out / "breakdown.csv")) == len(b)
     assert "BY WHAT DECIDES THE ANSWER" in format_summary(tables)
 

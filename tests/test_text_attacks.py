@@ -169,7 +169,9 @@ def test_evaluator_text_and_joint_rows_worst_case_and_resume(colour_model, text_
     summary = compute(ref)["text_attacks"]
     assert set(summary.attack) == {"deepwordbug", "co-attack"}
     assert {"successful", "failed", "skipped", "original_acc", "acc_under_attack", "attack_success_rate",
-            "avg_perturbed_word_pct", "avg_queries"} <= set(summary.columns)
+            "avg_perturbed_word_pct", "avg_queries", "rejected_successes", "rejected_samples",
+            "rejected_share"} <= set(summary.columns)
+    assert attacked.rejected_successes.notna().all()  # the validity figure of every attacked sample is stored
 
     class Crash(Exception):
         pass

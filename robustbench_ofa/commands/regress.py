@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, default=None,
                    help="absolute allowance in accuracy (0.02 = 2 points): count-only baselines fail on a larger "
                         "drop instead of the test; with per-sample data a number must also fall by more than it")
+    p.add_argument("--aggregate-tolerance", type=float, default=None,
+                   help="retrained weights: mean drop over all paired numbers the aggregate test must also exceed "
+                        "(default: --tolerance)")
     p.add_argument("--allow-flips", type=int, default=ALLOW_FLIPS,
                    help=f"same weights: samples per number that may turn wrong (float noise; default {ALLOW_FLIPS})")
     p.add_argument("--allow-flips-total", type=int, default=ALLOW_FLIPS_TOTAL,
@@ -35,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="require identical counts (count-only baseline) or identical per-sample correctness")
     p.add_argument("--explain", action="store_true",
                    help="print, per failing number, the samples that turned wrong (uid, clean/adversarial output)")
+    p.add_argument("--report", default=None,
+                   help="report formats to re-render with the regression section (default: those already in "
+                        "the results directory; '' for none)")
     p.add_argument("--update", action="store_true",
                    help="deliberately refresh: write the run's numbers as the new baseline and exit")
     p.set_defaults(handler=run)
@@ -49,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not 0 < args.alpha < 1:
         raise RobustOFAError(f"--alpha: expected a value in (0, 1), got {args.alpha}")
-    if args.tolerance is not None and not 0 <= args.tolerance <= 1:
-        raise RobustOFAError(f"--tolerance: expected a value in [0, 1], got {args.tolerance}")
+    for flag, value in (("--tolerance", args.tolerance), ("--aggregate-tolerance", args.aggregate_tolerance)):
+        if value is not None and not 0 <= value <= 1:
+            raise RobustOFAError(f"{flag}: expected a value in [0, 1], got {value}")
     for flag, value in (("--allow-flips", args.allow_flips), ("--allow-flips-total", args.allow_flips_total)):
         if value < 0:
             raise RobustOFAError(f"{flag}: expected a count >= 0, got {value}")
@@ -58,19 +65,40 @@ def run(args: argparse.Namespace) -> int:
     current = regress.numbers_from_results(args.results)
     regress.check_comparable(baseline, current, args.baseline)
     g = regress.gate(baseline, current, args.alpha, args.tolerance, args.exact, allow_flips=args.allow_flips,
-                     allow_flips_total=args.allow_flips_total)
+                     allow_flips_total=args.allow_flips_total, aggregate_tolerance=args.aggregate_tolerance)
+    power = regress.power_table(g)
     print(regress.format_comparisons(g))
     print()
-    print(regress.format_power(regress.power_table(g)))
+    print(regress.format_power(power))
+    settings = {"alpha": args.alpha, "tolerance": args.tolerance, "aggregate_tolerance": args.aggregate_tolerance,
+                "exact": args.exact,
+                "allow_flips": args.allow_flips, "allow_flips_total": args.allow_flips_total}
+    regress.write_record(args.results, regress.gate_record(g, power, str(args.baseline), settings))
+    _rerender(args.results, args.report)
     if args.explain:
         print()
         print(regress.explain(args.results, g))
-    bad = [r for r in g.rows if r.status == "REGRESSION"] + [a for a in g.aggregates if a.status == "REGRESSION"]
+    bad = [r for r in g.rows if r.status in regress.FAILING] + [a for a in g.aggregates
+                                                                 if a.status in regress.FAILING]
     better = [r for r in g.rows if r.status == "improvement"]
     modes = sorted({r.mode for r in g.rows})
     mode = "exact" if args.exact else ", ".join(modes)
     if args.tolerance is not None:
         mode += f", tolerance {args.tolerance}"
-    print(f"\n{len(g.rows)} numbers compared ({mode}; alpha {args.alpha}): {len(bad)} regression(s), "
-          f"{len(better)} improvement(s)")
+    if args.aggregate_tolerance is not None:
+        mode += f", aggregate tolerance {args.aggregate_tolerance}"
+    print(f"\n{len(g.rows)} numbers compared ({mode}; alpha {args.alpha}): {len(bad)} failure(s) (regressions, "
+          f"or numbers that rose on the same weights), {len(better)} improvement(s)")
     return 1 if bad else 0
+
+
+def _rerender(results: str, formats: str | None) -> None:
+    """Re-render the run's reports so their regression section shows this gate."""
+    from pathlib import Path
+
+    from robustbench_ofa.commands.report import FILE_NAMES, parse_formats, write_reports
+
+    if formats is None:
+        formats = ",".join(f for f, name in FILE_NAMES.items() if (Path(results) / name).exists())
+    if formats.strip():
+        write_reports(results, parse_formats(formats, "--report"))

@@ -211,28 +211,58 @@ def large_eps_not_broken(acc: float, n: float | None, detail: str) -> str | None
     return f"accuracy {acc:.0%} at a very large eps ({detail})" if acc > LARGE_EPS_MAX_ACC else None
 
 
+#: One-sided level of the transfer flag (Bonferroni over the sources of a target).
+TRANSFER_FLAG_ALPHA = 0.05
+
+
 def transfer_beats_white_box(res: pd.DataFrame, transfer: pd.DataFrame | None) -> list[dict]:
-    """Per target variant, task and L-inf eps: transferred images (crafted on another variant, e.g. the
-    finetuned twin) that fool clean-correct samples which every white-box attack on the target itself
-    missed at the same eps. The transferred image lies in the same ball, so a white-box attack that misses
-    it is not finding what is there: a sign of masked gradients. Flagged at one sample or more."""
+    """Per target variant, task and L-inf eps: do images crafted on another variant (e.g. the finetuned
+    twin) fool, among the transfer samples every white-box attack on the target missed (its survivors),
+    significantly more than a second white-box attempt does? The transferred image lies in the same ball,
+    so a white-box attack that keeps missing it is not following the target's gradient: masked gradients.
+
+    Why a test and not "one sample or more": a 10-step attack from a random start leaves borderline
+    survivors (e.g. grounding boxes at IoU 0.51), and any further attempt, transferred or not, tips a few
+    of them; five sources are five more attempts. The control is the diagonal of the transfer matrix (the
+    target's own PGD images crafted again in the transfer run); per source, an exact one-sided McNemar test
+    of "source fooled, own images did not" against the reverse on the survivors (without a diagonal, the
+    own attempt counts as fooling none), Bonferroni over the sources at ``TRANSFER_FLAG_ALPHA``: with no
+    diagonal five survivors fooled by one source fire it, with one, five more than the own images fooled."""
     if transfer is None or not len(transfer) or not len(res):
         return []
+    from scipy.stats import binom
+
     white = [s.name for s in specs(modality="image") if s.white_box]
     wb = res[(res.norm == Threat.LINF.value) & res.attack.isin(white) & (res.clean_correct == 1)]
     missed = {k: int(v) for k, v in wb.groupby(["variant", "task", "eps_label", "uid"]).adv_correct.min().items()}
-    hit = transfer[(transfer.source != transfer.target) & (transfer.target_clean_correct == 1)
-                   & (transfer.adv_correct == 0)]
+    rows = transfer[transfer.target_clean_correct == 1]
     out = []
-    for (tgt, task, label), g in hit.groupby(["target", "task", "eps_label"], sort=False):
-        g = g[[missed.get((tgt, task, label, u), 0) == 1 for u in g.uid]]
+    for (tgt, task, label), g in rows.groupby(["target", "task", "eps_label"], sort=False):
+        g = g[[missed.get((tgt, task, label, u), 0) == 1 for u in g.uid]]  # the white-box survivors
         if not len(g):
             continue
-        by = ", ".join(f"{src} ({gs.uid.nunique()})" for src, gs in g.groupby("source", sort=False))
+        own = g[g.source == tgt]
+        own_fooled = set(own[own.adv_correct == 0].uid)
+        survivors = set(g.uid)
+        sources = [s for s in dict.fromkeys(g.source) if s != tgt]
+        best = None
+        for src in sources:
+            fooled = set(g[(g.source == src) & (g.adv_correct == 0)].uid)
+            b, c = len(fooled - own_fooled), len(own_fooled - fooled)
+            p = float(binom.sf(b - 1, b + c, 0.5)) if b else 1.0
+            p = min(1.0, p * len(sources))
+            if best is None or p < best[0]:
+                best = (p, src, len(fooled), b)
+        if best is None or best[0] >= TRANSFER_FLAG_ALPHA:
+            continue
+        p, src, k, b = best
+        control = (f"its own PGD images, crafted again, fooled {len(own_fooled)}" if len(own)
+                   else "no second white-box attempt to compare with")
         out.append({"variant": tgt, "task": task, "norm": Threat.LINF.value, "eps_label": label,
                     "flag": "transfer-beats-white-box",
-                    "detail": f"images crafted on {by} fooled {g.uid.nunique()} sample(s) every white-box attack "
-                              f"on {tgt} missed"})
+                    "detail": f"images crafted on {src} fooled {k} of the {len(survivors)} transfer sample(s) every "
+                              f"white-box attack on {tgt} missed ({control}; one-sided McNemar p = {p:.2g}, "
+                              f"Bonferroni over {len(sources)} source(s))"})
     return out
 
 

@@ -18,7 +18,8 @@ from robustbench_ofa.evaluation.store import ResultsStore
 from robustbench_ofa.io import atomic_write_text
 
 AGGREGATE_FILES = ("summary.json", "clean.csv", "attacks.csv", "worst_case.csv", "paired.csv", "flags.csv",
-                   "transfer.csv", "text_attacks.csv", "breakdown.csv", "samples.csv")
+                   "transfer.csv", "text_attacks.csv", "breakdown.csv", "checks.csv", "samples.csv",
+                   "regression.json")  # (written by `robust-ofa regress`: stale once the run changes)
 
 
 def clear_aggregates(out: Path) -> None:
@@ -42,6 +43,8 @@ def compute(store: ResultsStore) -> dict[str, pd.DataFrame]:
         "transfer": agg.transfer_matrix(transfer) if len(transfer) else pd.DataFrame(),
         "text_attacks": agg.text_attack_table(res) if len(res) else pd.DataFrame(),
         "breakdown": agg.breakdown_table(res, clean, samples),
+        # the raw checks behind the flags (gradient norms, large-eps counts, stochastic modules for EOT, ...)
+        "checks": checks,
         "samples": res,
     }
 

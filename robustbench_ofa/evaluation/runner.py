@@ -99,8 +99,7 @@ class Evaluator:
                 self.store.add_samples(_sample_rows(samples))
                 self._clean(lv, task, samples)
                 self._determinism(lv, task, samples)
-                if self.cfg.protocol == "strong":
-                    self._stochastic_check(lv, task)
+                self._stochastic_check(lv, task)  # also when eot-pgd is named without --protocol strong
                 for norm in Threat.image():
                     names = [a for a in self.cfg.image_attacks(norm)
                              if a in self.cfg.attacks or ATTACKS.get(a).refusal(task) is None]
