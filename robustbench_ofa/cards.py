@@ -76,6 +76,9 @@ class ModelCard:
     #: Where the weights live (absolute), filled in when the card is read from disk.
     path: str | None = None
     notes: str = ""
+    #: Closed-answer tasks with a data-dependent answer set (VQA): task -> the file next to the card holding
+    #: the set the model was tuned with, its size and SHA-256 (``tasks.answers``); evaluation uses it.
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
     card_version: int = CARD_VERSION
 
     def to_dict(self) -> dict[str, Any]:

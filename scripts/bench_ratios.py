@@ -18,6 +18,8 @@ RATIOS = [
      "test_bench_forward_backward_wrt_image[eager]", 1, "< 1.0"),
     ("text candidates/s: batched / one-at-a-time (time one-at-a-time / batched)",
      "test_bench_text_queries_one_at_a_time", "test_bench_text_queries_batched", 1, ">= 4"),
+    ("3,129-answer scoring: one at a time / chunked over one encoder pass",
+     "test_bench_answer_set_one_at_a_time", "test_bench_answer_set_chunked", 1, "> 1"),
 ]
 
 

@@ -26,7 +26,8 @@ def main() -> int:
     out.parent.mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "--benchmark-only", "-p", "no:cacheprovider",
            f"--benchmark-json={out}", str(ROOT / "tests" / "test_bench_model.py"),
-           str(ROOT / "tests" / "test_bench_attacks.py"), str(ROOT / "tests" / "test_bench_text.py")]
+           str(ROOT / "tests" / "test_bench_attacks.py"), str(ROOT / "tests" / "test_bench_text.py"),
+           str(ROOT / "tests" / "test_bench_answers.py")]
     rc = subprocess.call(cmd, cwd=ROOT)
     if rc != 0:
         return rc

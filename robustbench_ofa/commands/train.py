@@ -65,6 +65,12 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     p.add_argument("--n", type=int, default=None, help="training samples per task (default: all; synthetic 1000)")
     p.add_argument("--eval-n", type=int, default=256, help="evaluation samples per task")
     p.add_argument("--image-size", type=int, default=None, help="input resolution (default: the base's, or 96)")
+    p.add_argument("--answers", default=None, metavar="FILE",
+                   help="answer set of VQA-like tasks: .txt (one per line), .json list, or OFA's "
+                        "trainval_ans2label.pkl (default: the most frequent answers of the training data for "
+                        "manifests/TSVs, the generator's for synthetic data); stored with the model")
+    p.add_argument("--max-answers", type=int, default=None,
+                   help="size of an answer set built from the training data (default 3129, as OFA's VQAv2)")
     p.add_argument("--lr", default=None, help=help_of(TrainConfig, "lr") + " (default: the method's own)"
                    + (" (comma list: grid)" if grid else ""))
     # every other training option is generated from TrainConfig (help, default and check written there)
@@ -137,12 +143,51 @@ def _eval_data(args: argparse.Namespace, tasks: list[str], image_size: int,
     return _load_data([args.eval_data], args.eval_data, tasks, args.eval_n, image_size, args.eval_n, scene_fields)
 
 
-def _make_tasks(tokenizer, tasks: list[str], image_size: int, beam: int) -> dict[str, Any]:
+def _make_tasks(tokenizer, tasks: list[str], image_size: int, beam: int,
+                answers: dict[str, list[str]] | None = None) -> dict[str, Any]:
     from robustbench_ofa.tasks import get_task
 
     if beam < 1:
         raise RobustOFAError(f"--beam: expected >= 1, got {beam}")
-    return {t: get_task(t, tokenizer, image_size, beam=beam) for t in tasks}
+    return {t: get_task(t, tokenizer, image_size, beam=beam, **({"answers": answers[t]} if t in (answers or {}) else {}))
+            for t in tasks}
+
+
+def _answer_sets(args: argparse.Namespace, tasks: list[str], data: dict[str, list]) -> dict[str, list[str]]:
+    """Answer sets of the open-vocabulary closed-answer tasks (VQA) to tune with and store: ``--answers``,
+    else, for data that is not the generator's, its most frequent answers (``--max-answers``)."""
+    from robustbench_ofa.data.sources import parse_task_sources
+    from robustbench_ofa.tasks import task_class
+    from robustbench_ofa.tasks.answers import MAX_ANSWERS, answers_from_samples, load_answers
+
+    if args.max_answers is not None and args.answers:
+        raise RobustOFAError("--max-answers: applies to an answer set built from the data, not to --answers FILE")
+    sources = parse_task_sources(args.data or ["synthetic:train"], tasks)
+    out = {}
+    for t in tasks:
+        if not task_class(t).open_answer_set:
+            continue
+        if args.answers:
+            out[t] = load_answers(args.answers)
+        elif sources[t].kind != "synthetic":
+            out[t] = answers_from_samples(data[t], args.max_answers or MAX_ANSWERS)
+    if args.max_answers is not None and not out:
+        raise RobustOFAError("--max-answers: applies to a VQA-like task trained on a manifest or TSV (the "
+                             "generator's data keeps its own answer set)")
+    return out
+
+
+def _answerable_only(tasks: dict[str, Any], data: dict[str, list], answers: dict[str, list[str]]) -> None:
+    """Training samples with no answer in the set cannot be a training target: dropped, and said so."""
+    for t in answers:
+        keep = [s for s in data[t] if tasks[t].answerable(s)]
+        if not keep:
+            raise RobustOFAError(f"--answers: none of the {len(data[t])} {t} training samples has an answer in the "
+                                 f"answer set of {len(answers[t])} answers")
+        if len(keep) < len(data[t]):
+            print(f"{t}: {len(data[t]) - len(keep)} of {len(data[t])} training samples have no answer in the "
+                  f"answer set ({len(answers[t])} answers) and are left out of training")
+        data[t] = keep
 
 
 def _single_float(text: str | None, default: float, flag: str) -> float:
@@ -241,10 +286,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     model = OFAModel(model_config)
     if not args.random_bin_init:
         init_bin_embeddings(model, tokenizer, seed=args.seed)
+    answers = _answer_sets(args, tasks, data)
+    task_objs = _make_tasks(tokenizer, tasks, image_size, args.beam, answers)
+    _answerable_only(task_objs, data, answers)
     info = RunInfo(name=out.name, tasks=tasks, source="trained", seed=args.seed, image_size=image_size,
                    data={"train": args.data or ["synthetic:train"], "eval": args.eval_data,
-                         "scene": {"image_size": image_size, **scene}})
-    done = train_evaluate_save(model, _make_tasks(tokenizer, tasks, image_size, args.beam), data, config, info, out,
+                         "scene": {"image_size": image_size, **scene}}, answers=answers)
+    done = train_evaluate_save(model, task_objs, data, config, info, out,
                                eval_data=eval_data, tokenizer=tokenizer, progress=not args.quiet, desc="pretrain",
                                resume=not args.no_resume)
     print(f"pretrained {out} in {done.train.steps} steps ({done.train.seconds:.0f} s)")
@@ -313,11 +361,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     scene = _scene_fields(entry.card)
     data = _load_data(args.data, "synthetic:downstream_train", tasks, args.n, image_size, 1000, scene)
     eval_data = _eval_data(args, tasks, image_size, scene)
-    task_objs = _make_tasks(tokenizer, tasks, image_size, args.beam)
+    answers = _answer_sets(args, tasks, data)
+    task_objs = _make_tasks(tokenizer, tasks, image_size, args.beam, answers)
+    _answerable_only(task_objs, data, answers)
 
     def run_one(run_dir: Path, hparams: dict[str, Any], cfg) -> dict[str, Any]:
         model = load_pretrained(base_dir, cfg.device)
-        return _tune_one(model, base_dir, args, hparams, cfg, task_objs, data, eval_data, run_dir, image_size, scene)
+        return _tune_one(model, base_dir, args, hparams, cfg, task_objs, data, eval_data, run_dir, image_size, scene,
+                         answers)
 
     out = Path(args.out)
     if len(points) == 1:
@@ -334,7 +385,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _tune_one(model, base_dir: Path, args, hparams, cfg, tasks, data, eval_data, out: Path,
-              image_size: int, scene: dict[str, Any]) -> dict[str, Any]:
+              image_size: int, scene: dict[str, Any], answers: dict[str, list[str]] | None = None) -> dict[str, Any]:
     import torch
 
     from robustbench_ofa.cards import CARD_FILE
@@ -350,7 +401,8 @@ def _tune_one(model, base_dir: Path, args, hparams, cfg, tasks, data, eval_data,
     get_method(args.method, **hparams).apply(model)
     info = RunInfo(name=out.name, tasks=list(tasks), source="trained", base=str(args.base), seed=cfg.seed,
                    image_size=image_size, data={"train": args.data or ["synthetic:downstream_train"],
-                                                "eval": args.eval_data, "scene": {"image_size": image_size, **scene}})
+                                                "eval": args.eval_data, "scene": {"image_size": image_size, **scene}},
+                   answers=dict(answers or {}))
     done = train_evaluate_save(model, tasks, data, cfg, info, out, eval_data=eval_data, base_dir=base_dir,
                                progress=not args.quiet, desc=f"tune {args.method}", resume=not args.no_resume)
     return {"trainable_params": done.card.trainable_params, "metrics": done.card.clean,

@@ -36,6 +36,20 @@ ADAPTIVE_ATTACKS = ("pgd-margin", "pgd-targeted", "eot-pgd")
 SANITY_ATTACKS = ("pgd-margin", "pgd")
 
 
+def _answers_check(value: str | None) -> None:
+    """An answer file is read when the config is checked, so a bad one is refused before any work."""
+    if value is not None:
+        from robustbench_ofa.tasks.answers import load_answers
+
+        load_answers(value)
+
+
+def _file_sha(path: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
 def parse_attack_list(text: str) -> list[str]:
     """'pgd, square' -> ['pgd', 'square'] (names are checked by ``EvalConfig.validate``)."""
     return [a.strip() for a in text.split(",") if a.strip()]
@@ -81,6 +95,12 @@ class EvalConfig:
     #: grounding/caption beam at evaluation (attacks judge success with the same decoding)
     beam: int = 3
     n_examples: int = 3
+    #: VQA-like tasks (``Task.open_answer_set``): one answer set for every variant; default: the set each
+    #: variant was tuned with (its card), else the task's own.
+    answers: str | None = opt(None, type=str, check=lambda v: _answers_check(v),
+                              help="answer set of VQA-like tasks for every variant: .txt (one per line), .json list "
+                                   "or OFA's trainval_ans2label.pkl (default: the set each variant was tuned with, "
+                                   "else the task's)")
 
     def validate(self) -> None:
         """Every check the command line would make, also for configs built in code."""
@@ -150,4 +170,8 @@ class EvalConfig:
         d.pop("device")
         if self.protocol == "standard":  # the default: stored settings (and baselines) stay as they were
             d.pop("protocol")
+        if self.answers is None:  # likewise
+            d.pop("answers")
+        else:  # the file's content decides the numbers: a resume with an edited file is refused
+            d["answers"] = {"file": str(self.answers), "sha256": _file_sha(self.answers)}
         return d

@@ -92,6 +92,7 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
                          f"{t.successful}/{t.failed}/{t.skipped}/{t.cascaded}  orig {_pct(t.original_acc)}  "
                          f"under attack {_pct(t.acc_under_attack)}  success {_pct(t.attack_success_rate)}  "
                          f"words {_num(t.avg_perturbed_word_pct)}  queries {_num(t.avg_queries)}")
+    lines += unanswerable_lines(tables.get("checks"))
     flags = tables["flags"]
     if len(flags):
         lines.append("")
@@ -100,6 +101,17 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
             where = " ".join(x for x in (f.variant, f.task, f.norm, f.eps_label) if x)
             lines.append(f"  ! {where}: {f.flag}: {f.detail}")
     return "\n".join(lines)
+
+
+def unanswerable_lines(checks: pd.DataFrame | None) -> list[str]:
+    """Samples no answer of the answer set can get right (counted wrong), where there are any."""
+    if checks is None or not len(checks):
+        return []
+    rows = checks[(checks["name"] == "unanswerable") & (checks["value"] > 0)]
+    if not len(rows):
+        return []
+    return ["", "ANSWER SETS (samples counted wrong because none of their answers is in the variant's answer set)"] + [
+        f"  {r.task:10} {r.variant:14} {r.detail}" for r in rows.itertuples()]
 
 
 def _decided_lines(breakdown: pd.DataFrame | None) -> list[str]:

@@ -135,10 +135,39 @@ class Evaluator:
 
     # -- pieces ------------------------------------------------------------------------------------
     def _task_and_samples(self, lv: LoadedVariant, task_name: str) -> tuple[Task, list[Sample]]:
-        task = get_task(task_name, lv.tokenizer, lv.image_size, beam=self.cfg.beam)
+        answers, source = self._answer_set(lv, task_name)
+        task = get_task(task_name, lv.tokenizer, lv.image_size, beam=self.cfg.beam,
+                        **({"answers": answers} if answers is not None else {}))
         samples = self.data(task_name, self.cfg.n_samples)
         task.prepare(samples)
+        if task_class(task_name).open_answer_set:
+            task.stand_in_for_unanswerable = True  # counted wrong and reported, never a crash
+            self._answer_checks(lv, task, samples, source)
         return task, samples
+
+    def _answer_set(self, lv: LoadedVariant, task_name: str) -> tuple[list[str] | None, str]:
+        """``--answers``, else the set the variant was tuned with (its card), else the task's default."""
+        if not task_class(task_name).open_answer_set:
+            return None, ""
+        from robustbench_ofa.tasks.answers import load_answers, read_variant_answers
+
+        if self.cfg.answers is not None:
+            return load_answers(self.cfg.answers), f"--answers {self.cfg.answers}"
+        stored = read_variant_answers(lv.info or {}, task_name)
+        if stored is not None:
+            return stored, "the set the variant was tuned with"
+        return None, "the task's default set"
+
+    def _answer_checks(self, lv: LoadedVariant, task: Task, samples: list[Sample], source: str) -> None:
+        """Samples whose answers are all outside the answer set can never be answered: they count as wrong
+        (never dropped, never a crash), and how many there are is stored beside the accuracy."""
+        if self.store.has_check(lv.name, task.name, "unanswerable"):
+            return
+        out = [s.uid for s in samples if not task.answerable(s)]
+        self.store.add_check(lv.name, task.name, "answer_set_size", float(task.num_classes), source)
+        detail = (f"{len(out)} of {len(samples)} samples have no answer in the answer set ({task.num_classes} "
+                  f"answers, {source}): counted wrong" + (f"; e.g. {', '.join(out[:3])}" if out else ""))
+        self.store.add_check(lv.name, task.name, "unanswerable", float(len(out)), detail)
 
     def _batches(self, items: list, size: int | None = None):
         size = size or self.cfg.batch_size

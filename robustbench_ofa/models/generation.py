@@ -143,29 +143,27 @@ def beam_search(model: OFAModel, enc: OFAEncoderOutput, beam: int = 5, max_len: 
 def candidate_batch(candidates: list[list[int]], bos: int, eos: int, pad: int,
                     device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(decoder inputs, targets) for teacher-forcing each candidate: [bos, c...] -> [c..., eos]."""
-    length = max(len(c) for c in candidates) + 1
-    inp = torch.full((len(candidates), length), pad, dtype=torch.long)
-    tgt = torch.full((len(candidates), length), pad, dtype=torch.long)
-    for i, c in enumerate(candidates):
-        inp[i, 0] = bos
-        inp[i, 1:len(c) + 1] = torch.tensor(c, dtype=torch.long)
-        tgt[i, :len(c)] = torch.tensor(c, dtype=torch.long)
-        tgt[i, len(c)] = eos
+    from torch.nn.utils.rnn import pad_sequence
+
+    inp = pad_sequence([torch.tensor([bos, *c], dtype=torch.long) for c in candidates], batch_first=True,
+                       padding_value=pad)
+    tgt = pad_sequence([torch.tensor([*c, eos], dtype=torch.long) for c in candidates], batch_first=True,
+                       padding_value=pad)
     return inp.to(device), tgt.to(device)
 
 
-def score_candidates(model: OFAModel, enc: OFAEncoderOutput, candidates: list[list[int]],
-                     normalize: bool = False) -> torch.Tensor:
-    """(B, C) sequence log-likelihoods of every candidate answer (incl. eos) for every input.
+#: Upper bound on the logits one decoder call of :func:`score_candidates` produces (batch x candidates x
+#: length x vocabulary, float32): 2**26 elements = 256 MB. A 3,129-answer VQA set is scored in chunks of
+#: candidates that share the one encoder pass; with gradients, each chunk is recomputed in backward
+#: (activation checkpointing), so the attack's gradients stay exact at the memory of one chunk.
+CANDIDATE_CHUNK_ELEMENTS = 2 ** 26
 
-    Differentiable with respect to the encoder output (and so the image). ``normalize`` divides by the
-    candidate length (+ eos).
-    """
+
+def _score_block(model: OFAModel, enc: OFAEncoderOutput, inp: torch.Tensor, tgt: torch.Tensor,
+                 normalize: bool) -> torch.Tensor:
     cfg = model.config
-    bsz = enc.last_hidden_state.shape[0]
-    n_cand = len(candidates)
+    bsz, n_cand = enc.last_hidden_state.shape[0], inp.shape[0]
     device = enc.last_hidden_state.device
-    inp, tgt = candidate_batch(candidates, cfg.decoder_start_token_id, cfg.eos_token_id, cfg.pad_token_id, device)
     enc_x = enc.index_select(torch.arange(bsz, device=device).repeat_interleave(n_cand))
     inp_x = inp.repeat(bsz, 1)
     tgt_x = tgt.repeat(bsz, 1)
@@ -176,6 +174,33 @@ def score_candidates(model: OFAModel, enc: OFAEncoderOutput, candidates: list[li
     if normalize:
         seq = seq / valid.sum(-1)
     return seq.view(bsz, n_cand)
+
+
+def score_candidates(model: OFAModel, enc: OFAEncoderOutput, candidates: list[list[int]],
+                     normalize: bool = False, chunk: int | None = None) -> torch.Tensor:
+    """(B, C) sequence log-likelihoods of every candidate answer (incl. eos) for every input.
+
+    Differentiable with respect to the encoder output (and so the image). ``normalize`` divides by the
+    candidate length (+ eos). ``chunk``: candidates per decoder call (default: as many as fit
+    ``CANDIDATE_CHUNK_ELEMENTS``); every chunk reuses the same encoder output.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    cfg = model.config
+    bsz = enc.last_hidden_state.shape[0]
+    n_cand = len(candidates)
+    inp, tgt = candidate_batch(candidates, cfg.decoder_start_token_id, cfg.eos_token_id, cfg.pad_token_id,
+                               enc.last_hidden_state.device)
+    if chunk is None:
+        chunk = max(1, CANDIDATE_CHUNK_ELEMENTS // max(1, bsz * inp.shape[1] * cfg.vocab_size))
+    if chunk >= n_cand:
+        return _score_block(model, enc, inp, tgt, normalize)
+    recompute = torch.is_grad_enabled() and enc.last_hidden_state.requires_grad
+    parts = []
+    for i in range(0, n_cand, chunk):
+        args = (model, enc, inp[i:i + chunk], tgt[i:i + chunk], normalize)
+        parts.append(checkpoint(_score_block, *args, use_reentrant=False) if recompute else _score_block(*args))
+    return torch.cat(parts, dim=1)
 
 
 def sequence_nll(model: OFAModel, enc: OFAEncoderOutput, targets: torch.Tensor,

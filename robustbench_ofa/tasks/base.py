@@ -63,6 +63,9 @@ class Task:
     name: ClassVar[str]
     #: True when answers come from a fixed candidate set (scored as (N, C) logits by attacks).
     closed_answers: ClassVar[bool] = False
+    #: A closed answer set that depends on the data (VQA), taken from ``--answers`` or the training data
+    #: and stored with the variant (``tasks.answers``); False for fixed sets (VE) and open outputs.
+    open_answer_set: ClassVar[bool] = False
     max_target_len: ClassVar[int] = 20
     #: the metric that ranks checkpoints and headlines a task (a key of ``metrics``)
     main_metric: ClassVar[str] = "accuracy"

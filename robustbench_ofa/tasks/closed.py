@@ -63,11 +63,32 @@ class ClosedAnswerTask(Task):
             raise RobustOFAError(f"sample {sample.uid}: answer {answer!r} is not in the {self.name} answer set")
         return self._index[answer]
 
+    def answerable(self, sample: Sample) -> bool:
+        """Whether any answer the sample counts as right is in the answer set (else it is always wrong)."""
+        try:
+            self.label_index(sample)
+        except RobustOFAError:
+            return False
+        return True
+
+    #: Evaluation sets this: a sample none of whose answers is in the set (always wrong, and reported as
+    #: such) gets answer 0 as a stand-in target, so batches that hold it still collate. Training keeps the
+    #: default, where such a sample is an error (``robust-ofa train`` leaves them out and says so).
+    stand_in_for_unanswerable = False
+
+    def _target_index(self, sample: Sample) -> int:
+        try:
+            return self.label_index(sample)
+        except RobustOFAError:
+            if self.stand_in_for_unanswerable:
+                return 0
+            raise
+
     def labels(self, samples: Sequence[Sample]) -> torch.Tensor:
-        return torch.tensor([self.label_index(s) for s in samples], dtype=torch.long)
+        return torch.tensor([self._target_index(s) for s in samples], dtype=torch.long)
 
     def target_ids(self, sample: Sample) -> list[int]:
-        return self.candidates[self.label_index(sample)]
+        return self.candidates[self._target_index(sample)]
 
     def logits(self, model, input_ids: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """(N, C) answer-set scores (sequence log-likelihoods); differentiable w.r.t. ``images``."""
@@ -172,6 +193,7 @@ class VQA(ClosedAnswerTask):
 
     name = "vqa"
     main_metric = "vqa_accuracy"
+    open_answer_set = True
     manifest_fields = ("question", "answers", "answer", "answer_metric", "answer_scores")
     tsv_layout = ("vqa", ("uniq_id", "image_id", "question", "ref", "predict_objects", "image"))
     tsv_required = ("question", "ref")
@@ -225,14 +247,23 @@ class VQA(ClosedAnswerTask):
         return self.reference_text(sample)
 
     def label_index(self, sample: Sample) -> int:
+        """The reference answer's index; when it is outside the set, the in-set human answer with the most
+        votes (after VQA normalisation), since the attack's target must be an answer the model can give."""
         answer = self.answer_of(sample)
         if answer in self._index:
             return self._index[answer]
-        norm = normalize_vqa_answer(answer)
-        for i, a in enumerate(self.answers):
-            if normalize_vqa_answer(a) == norm:
-                return i
-        raise RobustOFAError(f"sample {sample.uid}: answer {answer!r} is not in the vqa answer set")
+        if not hasattr(self, "_norm_index"):
+            self._norm_index = {}
+            for i, a in enumerate(self.answers):
+                self._norm_index.setdefault(normalize_vqa_answer(a), i)
+        votes: dict[int, int] = {}
+        for a in [answer, *(sample.answers or [])]:
+            i = self._norm_index.get(normalize_vqa_answer(a))
+            if i is not None:
+                votes[i] = votes.get(i, 0) + 1
+        if not votes:
+            raise RobustOFAError(f"sample {sample.uid}: answer {answer!r} is not in the vqa answer set")
+        return max(votes, key=lambda i: (votes[i], -i))
 
     def judge(self, value, sample) -> Prediction:
         credit, correct = vqa_credit(value, sample.answers or [self.answer_of(sample)],

@@ -77,6 +77,10 @@ def evaluate_clean(model: nn.Module, task: Task, samples: Sequence[Sample], batc
     task.prepare(list(samples))
     was_training = model.training
     model.eval()
+    # samples outside a closed task's answer set are scored (always wrong), not refused
+    stand_in = getattr(task, "stand_in_for_unanswerable", None)
+    if stand_in is not None:
+        task.stand_in_for_unanswerable = True
     preds = []
     try:
         bar = _progress(len(samples), f"eval {task.name}", progress, unit="sample")
@@ -87,6 +91,8 @@ def evaluate_clean(model: nn.Module, task: Task, samples: Sequence[Sample], batc
         bar.close()
     finally:
         model.train(was_training)
+        if stand_in is not None:
+            task.stand_in_for_unanswerable = stand_in
     out = {k: round(float(v), 6) for k, v in task.metrics(preds, list(samples)).items()}
     out["n"] = len(preds)
     return out

@@ -59,6 +59,9 @@ class RunInfo:
     hparams: dict[str, Any] | None = None
     #: Free text, or a function of the training result (e.g. to say how many steps were run).
     notes: str | Callable[[TrainResult], str] = ""
+    #: Answer sets to store with the model (task -> answers), for tasks whose set came from the data or a
+    #: file rather than the task's default (``tasks.answers``).
+    answers: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -132,6 +135,10 @@ def train_evaluate_save(
                      base=info.base, train=config.to_dict(), data=info.data, clean=clean,
                      versions=package_versions(), seed=info.seed, image_size=info.image_size,
                      source=info.source, status="built", notes=notes)
+    if info.answers:
+        from robustbench_ofa.tasks.answers import write_answers
+
+        card.answers = {t: write_answers(target, t, a) for t, a in info.answers.items()}
     if work != target and (work / METRICS_FILE).is_file():
         shutil.copy(work / METRICS_FILE, target / METRICS_FILE)
     if method is None:
