@@ -52,12 +52,14 @@ GATE_ARGS = [*(a for m in GATE_MODELS for a in ("--model", str(m.relative_to(ROO
              "fgsm,pgd,pgd-margin,deepwordbug", "--eps", "2/255,8/255", "--steps", "10", "--n-samples", "96",
              "--batch-size", "32", "--seed", "0", "--protect", "none", "--report", "md", "--quiet"]
 #: Allowances of the recipe gate when the rebuilt zoo's weights differ from the baseline's (another kind of
-#: CPU), from the one such pair measured (README "Regression gates"): the 36 numbers moved by -6.2 to
-#: +7.3 points (standard deviation 3.2, mean -0.1). A number fails only when its McNemar test is
-#: significant after Holm *and* it fell by more than 8 points; the aggregate sign-flip test fails when the
-#: mean drop also exceeds 1.6 points (about three standard errors of a mean of 36 such changes).
+#: CPU), from the two such pairs measured (README "Regression gates"): the previous baseline's zoo (another
+#: CPU kind) moved the 36 numbers by -6.2 to +7.3 points (mean -0.1), and the recipe rebuilt with 1 torch
+#: thread instead of 2 (another float reduction order, as on another CPU) by -7.3 to +11.5 (mean +1.7). A
+#: number fails only when its McNemar test is significant after Holm *and* it fell by more than 8 points;
+#: the aggregate sign-flip test fails when the mean drop also exceeds 3 points (the larger measured mean
+#: shift, 1.7, with a margin).
 RECIPE_TOLERANCE = 0.08
-RECIPE_AGGREGATE_TOLERANCE = 0.016
+RECIPE_AGGREGATE_TOLERANCE = 0.03
 
 
 def _run(cmd: list[str]) -> int:
