@@ -208,10 +208,10 @@ def load_report(results_dir: str | Path, allow_incomplete: bool = False, referen
     report.result_tables = tb.result_tables(report)
     report.headline_tables = {t: tb.headline_table(report, t) for t in tasks if comparisons[t]}
     report.variant_table = tb.variant_table(report)
-    checks = tables.get("checks")
-    if checks is not None and len(checks):  # unanswerable samples: said next to the numbers they lower
-        rows = checks[(checks["name"] == "unanswerable") & (checks["value"] > 0)]
-        report.notes += [f"{r.variant}, {r.task}: {r.detail}." for r in rows.itertuples()]
+    from robustbench_ofa.evaluation.outputs import unanswerable_checks
+
+    # unanswerable samples: said next to the numbers they lower
+    report.notes += [f"{r.variant}, {r.task}: {r.detail}." for r in unanswerable_checks(tables.get("checks")).itertuples()]
     report.regression = load_regression(results_dir)
     report.regression_tables = tb.regression_tables(report)
     report.metadata = metadata_rows(report)

@@ -316,6 +316,8 @@ def variant_table(report: Report) -> Table:
 
 def regression_tables(report: Report) -> list[Table]:
     """The regression gate of this run (``robust-ofa regress``): every gated number, and the stated power."""
+    from robustbench_ofa.regress import FAILING
+
     reg = report.regression
     if not reg:
         return []
@@ -336,14 +338,14 @@ def regression_tables(report: Report) -> list[Table]:
     for r in reg["rows"]:
         (bk, bn), (nk, nn) = r["base"], r["run"]
         status = str(r["status"])
-        cls = {"REGRESSION": "worse", "CHANGED": "worse", "improvement": "better"}.get(status, "")
+        cls = "worse" if status in FAILING else ("better" if status == "improvement" else "")
         p = r.get("p_holm") if r.get("p_holm") is not None else r.get("p")
         g.add([text(r["key"]), text(r["mode"]), Cell(f"{bk}/{bn}", bk / bn if bn else None),
                Cell(f"{nk}/{nn}", nk / nn if nn else None), Cell(f"{100 * r['delta']:+.1f}", 100 * r["delta"]),
                num(r.get("lost")), num(r.get("gained")),
                Cell("" if p is None else fmt_p(p), p), Cell(status, None, cls)], "flagged" if cls == "worse" else "")
     for a in reg.get("aggregates") or []:
-        cls = "worse" if a["status"] in ("REGRESSION", "CHANGED") else ""
+        cls = "worse" if a["status"] in FAILING else ""
         p = a.get("p")
         g.add([text(f"all {a['numbers']} {a['mode']} numbers"), text(a["mode"] + " aggregate"), text(""), text(""),
                text(""), num(a["lost"]), num(a["gained"]), Cell("" if p is None else fmt_p(p), p),

@@ -12,8 +12,8 @@ Which test, per number, depends on what changed (``mode`` of each row):
   float noise, so every sample that turned wrong is a real change of behaviour: the number regresses when
   more than ``allow_flips`` of its samples turned wrong, and the gate fails when more than
   ``allow_flips_total`` did over all fixed-weight numbers. The same limits hold for samples turned right
-  (status ``CHANGED``, failing): on the same weights a rise is a weaker attack or a lenient metric. The allowances are for cross-device float
-  noise (measured: see README, "Regression gates").
+  (status ``CHANGED``, failing): on the same weights a rise is a weaker attack or a lenient metric. The
+  allowances are a margin for cross-device float noise (see README, "Regression gates").
 * ``paired``: the weights differ (a retrained model). McNemar's exact one-sided test per number on its
   discordant samples (lost ``b``: baseline-correct, now wrong; gained ``c``), with Holm's step-down
   correction over the numbers at ``alpha / 2`` (family-wise: one false alarm fails CI, whichever number it
@@ -318,6 +318,11 @@ def _same_weights(baseline: dict, run: dict, variant: str) -> bool:
     return bool(a) and a == b
 
 
+def _aggregate_allowance(tolerance: float | None, aggregate_tolerance: float | None) -> float:
+    """The mean drop the paired aggregate test must also exceed (``aggregate_tolerance``, else ``tolerance``)."""
+    return (tolerance or 0.0) if aggregate_tolerance is None else aggregate_tolerance
+
+
 def gate(baseline: dict, run: dict, alpha: float = 0.05, tolerance: float | None = None, exact: bool = False,
          allow_flips: int = ALLOW_FLIPS, allow_flips_total: int = ALLOW_FLIPS_TOTAL,
          aggregate_tolerance: float | None = None) -> Gate:
@@ -327,7 +332,7 @@ def gate(baseline: dict, run: dict, alpha: float = 0.05, tolerance: float | None
     test must also exceed; a recipe's run-to-run variance is far smaller in the mean than per number."""
     fa, fb = per_sample(baseline), per_sample(run)
     tol = tolerance or 0.0
-    agg_tol = tol if aggregate_tolerance is None else aggregate_tolerance
+    agg_tol = _aggregate_allowance(tolerance, aggregate_tolerance)
     rows: list[Comparison] = []
     notes: list[str] = []
     if fa is None or fb is None:
@@ -568,7 +573,7 @@ def power_table(g: Gate, discordance: float | None = None) -> list[PowerLine]:
     r_bg = observed_discordance(paired) if discordance is None else discordance
     thr = g.alpha / 2 / max(1, len(paired))  # Holm's first step: one regressed number among m
     tol = g.tolerance or 0.0
-    agg_tol = g.tolerance if g.aggregate_tolerance is None else g.aggregate_tolerance
+    agg_tol = _aggregate_allowance(g.tolerance, g.aggregate_tolerance)
     for r in g.rows:
         acc = r.base_k / r.base_n
         if r.mode == "count" and r.same_weights:  # deterministic: a threshold, not a probability

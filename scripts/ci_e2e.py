@@ -10,8 +10,9 @@ Two gates, because they answer different questions (issue 16):
   (``reports/baselines/gate-models/``, never retrained) evaluated with FGSM, PGD, PGD-margin and
   DeepWordBug on all three embedded tasks. Their weights are the baseline's, so evaluation is
   deterministic up to float noise and ``robust-ofa regress`` gates it sample by sample: a change to an
-  attack, a task, decoding or a metric that turns more than one sample of a number wrong (or more than
-  three over all numbers: the measured float-noise allowance, README "Regression gates") fails CI.
+  attack, a task, decoding or a metric that turns more than one sample of a number wrong or right (or
+  more than three over all numbers: a margin for float noise, of which none was measured, README
+  "Regression gates") fails CI.
 * **recipe** (``reports/baselines/embedded.json``): the embedded zoo built from nothing under
   ``$ROBUST_OFA_HOME`` (tox points it at a fresh folder, so CI also proves that the default builds on a
   clean machine), PGD-10 at 2/255 on every variant. On the same kind of CPU the rebuilt weights equal the

@@ -44,12 +44,6 @@ def _answers_check(value: str | None) -> None:
         load_answers(value)
 
 
-def _file_sha(path: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
 def parse_attack_list(text: str) -> list[str]:
     """'pgd, square' -> ['pgd', 'square'] (names are checked by ``EvalConfig.validate``)."""
     return [a.strip() for a in text.split(",") if a.strip()]
@@ -173,5 +167,7 @@ class EvalConfig:
         if self.answers is None:  # likewise
             d.pop("answers")
         else:  # the file's content decides the numbers: a resume with an edited file is refused
-            d["answers"] = {"file": str(self.answers), "sha256": _file_sha(self.answers)}
+            from robustbench_ofa.models.loading import file_sha256
+
+            d["answers"] = {"file": str(self.answers), "sha256": file_sha256(self.answers)}
         return d

@@ -103,11 +103,16 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
     return "\n".join(lines)
 
 
+def unanswerable_checks(checks: pd.DataFrame | None) -> pd.DataFrame:
+    """The ``unanswerable`` checks that counted any sample (none of its answers in the answer set)."""
+    if checks is None or not len(checks):
+        return pd.DataFrame()
+    return checks[(checks["name"] == "unanswerable") & (checks["value"] > 0)]
+
+
 def unanswerable_lines(checks: pd.DataFrame | None) -> list[str]:
     """Samples no answer of the answer set can get right (counted wrong), where there are any."""
-    if checks is None or not len(checks):
-        return []
-    rows = checks[(checks["name"] == "unanswerable") & (checks["value"] > 0)]
+    rows = unanswerable_checks(checks)
     if not len(rows):
         return []
     return ["", "ANSWER SETS (samples counted wrong because none of their answers is in the variant's answer set)"] + [

@@ -6,6 +6,7 @@ are what torchattacks sees as a classifier's logits.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -246,16 +247,20 @@ class VQA(ClosedAnswerTask):
     def answer_of(self, sample: Sample) -> str:
         return self.reference_text(sample)
 
+    @functools.cached_property
+    def _norm_index(self) -> dict[str, int]:
+        """Normalised answer -> its first index in the set."""
+        out: dict[str, int] = {}
+        for i, a in enumerate(self.answers):
+            out.setdefault(normalize_vqa_answer(a), i)
+        return out
+
     def label_index(self, sample: Sample) -> int:
         """The reference answer's index; when it is outside the set, the in-set human answer with the most
         votes (after VQA normalisation), since the attack's target must be an answer the model can give."""
         answer = self.answer_of(sample)
         if answer in self._index:
             return self._index[answer]
-        if not hasattr(self, "_norm_index"):
-            self._norm_index = {}
-            for i, a in enumerate(self.answers):
-                self._norm_index.setdefault(normalize_vqa_answer(a), i)
         votes: dict[int, int] = {}
         for a in [answer, *(sample.answers or [])]:
             i = self._norm_index.get(normalize_vqa_answer(a))
