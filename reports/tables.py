@@ -124,13 +124,23 @@ def _params(report: Report, variant: str):
     return report.variant_meta.get(variant, {}).get("trainable_params")
 
 
+def _score_cell(clean: float, attacked: float) -> Cell:
+    if _nan(clean) or _nan(attacked):
+        return Cell("-", None)
+    return Cell(f"{100 * clean:.1f} → {100 * attacked:.1f}", float(attacked))
+
+
 def worst_case_table(report: Report) -> Table:
     t = Table("worst-case", "Robust accuracy (worst case over attacks)",
               "Per task, variant and budget: accuracy when every attack must fail on a sample (AutoAttack's "
               "rule); 95% Wilson intervals in brackets. Percentages.",
               [Column("Task"), Column("Variant"), Column("Method"), Column("Trainable params", True),
                Column("Budget", True), Column("Clean acc", True), Column("Robust acc [95% CI]", True),
-               Column("n", True), Column("Flags", False, "validity flags raised for this row (see the flags section)")])
+               Column("n", True),
+               Column("Metric clean → attacked", True, "mean task metric x100, clean and per-sample worst case "
+                      "over the attacks: CIDEr-D for captions, IoU for grounding, answer credit for VQA, "
+                      "accuracy for VE"),
+               Column("Flags", False, "validity flags raised for this row (see the flags section)")])
     clean = report.tables["clean"].set_index(["variant", "task"])
     for r in report.tables["worst_case"].itertuples():
         c = clean.loc[(r.variant, r.task)]
@@ -139,6 +149,7 @@ def worst_case_table(report: Report) -> Table:
         t.add([text(r.task), name(r.variant), text(report.method(r.variant)),
                Cell(fmt_params(p), None if _nan(p) else float(p)), eps_cell(r.eps_label, r.eps, r.norm),
                pct(c.acc), pct_ci(r.robust_acc, r.robust_ci_low, r.robust_ci_high), num(r.robust_n),
+               _score_cell(getattr(c, "score", math.nan), getattr(r, "robust_score", math.nan)),
                _flag_cell(flags)], "flagged" if flags else "")
     return t
 

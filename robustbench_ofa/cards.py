@@ -79,6 +79,9 @@ class ModelCard:
     #: Closed-answer tasks with a data-dependent answer set (VQA): task -> the file next to the card holding
     #: the set the model was tuned with, its size and SHA-256 (``tasks.answers``); evaluation uses it.
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The study that made this model (``robust-ofa study run``): its name, file, SHA-256, content and the
+    #: variables it ran with, so a variant can always be traced back to the exact study file.
+    study: dict[str, Any] = field(default_factory=dict)
     card_version: int = CARD_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -141,7 +141,7 @@ def test_register_by_path_persists_and_loads(home, tmp_path):
 
 
 @pytest.mark.parametrize(("name", "make", "fragment"), [
-    ("micro-base", "base", "taken by the embedded zoo"),
+    ("micro-base", "base", "taken by an embedded zoo"),
     ("bad name!", "base", "use letters, digits"),
     ("x", "empty", "neither config.json"),
     ("x", "missing", "not a folder"),
@@ -220,13 +220,18 @@ def test_cli_zoo_list_before_and_after_build(micro_default, home, tmp_path, caps
     out = capsys.readouterr().out
     assert "micro-prompt-64" in out and "not built" in out and "robust-ofa zoo build" in out
     assert main(["zoo", "list", "--home", str(home)]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    text = capsys.readouterr().out
+    lines = text.split("\n\n")[0].splitlines()  # the table, then the note on models not built yet
+    assert "robust-ofa zoo build --with caption" in text
     assert lines[0].split()[:4] == ["name", "source", "method", "trainable"]
     assert "grounding" in lines[0] and "ve" in lines[0] and "vqa" in lines[0]
-    assert len(lines) == 1 + len(RECIPE.names) and all(line.rstrip().endswith("built") for line in lines[1:])
+    on_demand = recipe_mod.caption_recipe().names  # listed, built only when asked for
+    assert len(lines) == 1 + len(RECIPE.names) + len(on_demand)
+    assert all(line.rstrip().endswith(" built") for line in lines[1:1 + len(RECIPE.names)])
+    assert all(line.rstrip().endswith("not built") for line in lines[1 + len(RECIPE.names):])
     assert main(["zoo", "list", "--home", str(home), "--json"]) == 0
     cards = json.loads(capsys.readouterr().out)
-    assert [c["name"] for c in cards] == RECIPE.names
+    assert [c["name"] for c in cards] == RECIPE.names + on_demand
 
 
 def test_cli_zoo_show_register_and_build(micro_default, home, tmp_path, capsys):

@@ -7,5 +7,6 @@ MODULES: list[str] = [
     "robustbench_ofa.commands.evaluate",
     "robustbench_ofa.commands.report",
     "robustbench_ofa.commands.regress",
+    "robustbench_ofa.commands.study",
     "robustbench_ofa.commands.setup_text",
 ]

@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--home", default=None, help="robust-ofa cache directory (default $ROBUST_OFA_HOME or ~/.cache/robust-ofa)")
     p.add_argument("--report", default="html,pdf", help="report formats written at the end ('' for none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--study-record", default=None, help=argparse.SUPPRESS)  # written by `robust-ofa study run`
     add_arguments(p.add_argument_group("attack budget (iterative attacks)"), AttackParams)
     titles = options_help()
     for oc in option_classes():
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     # Cheap checks first: attack names and budgets are refused before any model is built or loaded.
     build_config(args, [])
     asked = [canonical_task(t) for t in args.task.split(",") if t.strip()] if args.task else None
-    catalog = evm.resolve_models(args.model, args.home, progress=not args.quiet)
+    catalog = evm.resolve_models(args.model, args.home, progress=not args.quiet, tasks=asked)
     tasks = asked or catalog.default_tasks
     cfg = build_config(args, tasks)
     probe = catalog.load(catalog.names[0])
@@ -106,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
     run_info = {"command": "robust-ofa " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                 "device": cfg.device, "seconds": round(time.time() - t0, 1), "data": data.describe(),
                 "variants": catalog.variant_info(), **evm.package_info()}
+    if args.study_record:  # the study file's name, hash and content go into summary.json and the reports
+        from robustbench_ofa.study.record import read_study_record
+
+        run_info["study"] = read_study_record(args.study_record)
     store.set_meta("run", run_info)
     store.set_meta("complete", True)
     tables = write_aggregates(store, out, run_info)

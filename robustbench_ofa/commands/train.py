@@ -56,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=V1[,V2...]",
                    help="any hyper-parameter of the method (repeatable); lists run a grid")
     _add_common(p, grid=True)
+    p.add_argument("--study-record", default=None, help=argparse.SUPPRESS)  # written by `robust-ofa study run`
     p.set_defaults(handler=_cmd_tune)
 
 
@@ -389,6 +390,7 @@ def _tune_one(model, base_dir: Path, args, hparams, cfg, tasks, data, eval_data,
     import torch
 
     from robustbench_ofa.cards import CARD_FILE
+    from robustbench_ofa.study.record import read_study_record
     from robustbench_ofa.training.pipeline import RunInfo, train_evaluate_save
     from robustbench_ofa.tuning import get_method
     from robustbench_ofa.tuning.variant import read_variant_card
@@ -402,7 +404,7 @@ def _tune_one(model, base_dir: Path, args, hparams, cfg, tasks, data, eval_data,
     info = RunInfo(name=out.name, tasks=list(tasks), source="trained", base=str(args.base), seed=cfg.seed,
                    image_size=image_size, data={"train": args.data or ["synthetic:downstream_train"],
                                                 "eval": args.eval_data, "scene": {"image_size": image_size, **scene}},
-                   answers=dict(answers or {}))
+                   answers=dict(answers or {}), study=read_study_record(args.study_record))
     done = train_evaluate_save(model, tasks, data, cfg, info, out, eval_data=eval_data, base_dir=base_dir,
                                progress=not args.quiet, desc=f"tune {args.method}", resume=not args.no_resume)
     return {"trainable_params": done.card.trainable_params, "metrics": done.card.clean,

@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build the embedded zoo now (otherwise built on first use)")
     _add_home(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--with", dest="with_zoos", action="append", default=[], choices=["caption"],
+                   help="also build an on-demand zoo (caption: embedded-caption-*, otherwise built the first "
+                        "time --task caption is evaluated); repeatable")
     p.set_defaults(handler=_cmd_build)
 
     p = sub.add_parser("show", help="print one model's card (JSON)")
@@ -76,17 +79,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(format_table(cards))
     if any(c.status == "not built" for c in cards):
-        print(f"\n(embedded models are built on first use, or now with `robust-ofa zoo build`; "
-              f"home: {resolve_home(args.home)})")
+        print(f"\n(embedded models are built on first use, or now with `robust-ofa zoo build` and, for the "
+              f"caption zoo, `robust-ofa zoo build --with caption`; home: {resolve_home(args.home)})")
     return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from robustbench_ofa.zoo import ensure_embedded, list_models
+    from robustbench_ofa.zoo.recipe import caption_recipe, default_recipe
 
-    root = ensure_embedded(args.home, progress=not args.quiet)
-    print(f"embedded zoo: {root}")
-    print(format_table([c for c in list_models(args.home) if c.source == "embedded"]))
+    recipes = [default_recipe()] + ([caption_recipe()] if "caption" in args.with_zoos else [])
+    for recipe in recipes:
+        root = ensure_embedded(args.home, progress=not args.quiet, recipe=recipe)
+        print(f"{recipe.prefix} zoo: {root}")
+    names = {n for r in recipes for n in r.names}
+    print(format_table([c for c in list_models(args.home) if c.name in names]))
     return 0
 
 

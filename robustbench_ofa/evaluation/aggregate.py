@@ -32,7 +32,8 @@ def _acc(k: int, n: int) -> dict:
 def clean_table(clean: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (variant, task), g in clean.groupby(["variant", "task"], sort=False):
-        rows.append({"variant": variant, "task": task, **_acc(int(g.correct.sum()), len(g))})
+        rows.append({"variant": variant, "task": task, **_acc(int(g.correct.sum()), len(g)),
+                     "score": float(g.score.mean()) if "score" in g else math.nan})
     return pd.DataFrame(rows)
 
 
@@ -139,11 +140,20 @@ def text_attack_table(res: pd.DataFrame) -> pd.DataFrame:
 def worst_case_table(res: pd.DataFrame) -> pd.DataFrame:
     """Robust accuracy per (variant, task, norm, eps): every attack must fail (AutoAttack's rule)."""
     flags = robust_flags(res).reset_index()
+    keys = ["variant", "task", "norm", "eps_label"]
+    # the task metric under attack (CIDEr-D of captions, IoU of boxes, answer credit): per sample the lowest
+    # score any attack reached (a sample no attack ran on keeps its clean score), then the mean
+    if {"adv_score", "clean_score"} <= set(res.columns):
+        scores = res.assign(score=res.adv_score.fillna(res.clean_score)).groupby([*keys, "uid"], sort=False).score.min()
+        scores = scores.groupby(level=keys, sort=False).mean()
+    else:  # results without scores (hand-made frames)
+        scores = pd.Series(dtype=float)
     rows = []
-    for key, g in flags.groupby(["variant", "task", "norm", "eps_label"], sort=False):
+    for key, g in flags.groupby(keys, sort=False):
         eps = float(res[(res.norm == key[2]) & (res.eps_label == key[3])].eps.iloc[0])
-        rows.append({**dict(zip(["variant", "task", "norm", "eps_label"], key)), "eps": eps,
-                     **{f"robust_{k}": v for k, v in _acc(int(g.adv_correct.sum()), len(g)).items()}})
+        rows.append({**dict(zip(keys, key)), "eps": eps,
+                     **{f"robust_{k}": v for k, v in _acc(int(g.adv_correct.sum()), len(g)).items()},
+                     "robust_score": float(scores.get(key, math.nan))})
     return pd.DataFrame(rows)
 
 

@@ -80,14 +80,16 @@ class EvalConfig:
     #: early stopping, only on the samples still robust), on up to ``sanity_samples`` clean-correct samples;
     #: accuracy should be driven near 0 (the flag rule is in ``aggregate``).
     sanity_eps: float = 0.5
-    sanity_samples: int = 64
+    sanity_samples: int = opt(64, help="clean-correct samples of the large-eps (gradient-masking) check",
+                              check=positive)
     sanity_attacks: list[str] = field(default_factory=lambda: list(SANITY_ATTACKS))
-    sanity_steps: int = 100
-    sanity_restarts: int = 2
+    sanity_steps: int = opt(100, help="steps of each attack of the large-eps check", check=positive)
+    sanity_restarts: int = opt(2, help="restarts of each attack of the large-eps check", check=positive)
     #: captions: an attack succeeds when CIDEr-D falls below (1 - drop) x the clean CIDEr-D
     caption_drop: float = 0.5
     #: grounding/caption beam at evaluation (attacks judge success with the same decoding)
-    beam: int = 3
+    beam: int = opt(3, help="beam size of grounding and caption decoding (attacks judge success with the same "
+                            "decoding; OFA's evaluation scripts use 5)", check=positive)
     n_examples: int = 3
     #: VQA-like tasks (``Task.open_answer_set``): one answer set for every variant; default: the set each
     #: variant was tuned with (its card), else the task's own.

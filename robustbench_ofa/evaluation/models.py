@@ -12,6 +12,7 @@ import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.evaluation.runner import LoadedVariant
@@ -28,13 +29,14 @@ class Catalog:
     cards: dict = field(default_factory=dict)
     #: Models given by path: their name in tables and reports -> the ``--model`` value (a folder).
     paths: dict[str, str] = field(default_factory=dict)
+    #: The embedded zoo whose generated data the run uses when no ``--data`` is given (None: the default).
+    recipe: Any = None
 
     def load(self, name: str) -> LoadedVariant:
         from robustbench_ofa import zoo
-        from robustbench_ofa.zoo.recipe import default_recipe
 
         entry = zoo.get(self.paths.get(name, name), self.home, device=self.device, progress=self.progress,
-                        recipe=default_recipe())
+                        recipe=self.recipe)
         entry.card.name = name
         self.cards[name] = entry.card
         return LoadedVariant(name, entry.model, entry.tokenizer, entry.image_size, entry.card.to_dict())
@@ -65,33 +67,34 @@ class Catalog:
 
 
 def resolve_models(specs: Sequence[str] | None, home: str | None, device: str = "cpu",
-                   progress: bool = True) -> Catalog:
-    """Zoo names or paths; none given -> the embedded zoo's tuned variants (built on first use)."""
+                   progress: bool = True, tasks: Sequence[str] | None = None) -> Catalog:
+    """Zoo names or paths; none given -> the tuned variants of the embedded zoo made for ``tasks`` (the
+    default zoo, or the caption zoo for ``--task caption``), built on first use."""
     from robustbench_ofa import zoo
+    from robustbench_ofa.zoo.recipe import default_recipe, recipe_for_name, recipe_for_tasks
 
     if specs:
         given = [s for spec in specs for s in spec.split(",") if s]
         if len(set(given)) != len(given):
             raise RobustOFAError("--model: a model is listed twice")
         names, paths = _model_names(given, home)
-        catalog = Catalog(names, home, device, progress, paths=paths)
+        owners = [r for r in map(recipe_for_name, names) if r is not None]
+        catalog = Catalog(names, home, device, progress, paths=paths, recipe=owners[0] if owners else default_recipe())
         for name in names:  # fail on an unknown name before any attack runs
             catalog.load(name)
         return catalog
-    from robustbench_ofa.zoo.recipe import default_recipe
-
-    recipe = default_recipe()
+    recipe = recipe_for_tasks(list(tasks or []))
     zoo.ensure_embedded(home, progress=progress, recipe=recipe)
     names = [n for n in zoo.embedded_names(recipe) if n != recipe.model_name("base")]
-    return Catalog(names, home, device, progress)
+    return Catalog(names, home, device, progress, recipe=recipe)
 
 
 def _is_model_path(spec: str, home: str | None) -> bool:
     """Whether ``zoo.get`` reads ``spec`` as a folder (not an embedded or registered name), as it resolves."""
-    from robustbench_ofa.zoo.recipe import default_recipe
+    from robustbench_ofa.zoo.recipe import recipe_for_name
     from robustbench_ofa.zoo.registry import _read_registry
 
-    if spec in default_recipe().names or not os.path.exists(os.path.expanduser(spec)):
+    if recipe_for_name(spec) is not None or not os.path.exists(os.path.expanduser(spec)):
         return False
     return spec not in _read_registry(home)
 
@@ -155,6 +158,8 @@ def _model_names(given: Sequence[str], home: str | None) -> tuple[list[str], dic
 @dataclass
 class DataChoice:
     spec: str | None
+    #: The embedded zoo recipe whose scenes generated data follows (None: the default zoo's).
+    recipe: Any = None
 
     def describe(self) -> str:
         return self.spec or "synthetic:downstream_test (embedded zoo recipe)"
@@ -163,7 +168,7 @@ class DataChoice:
         from robustbench_ofa import zoo
         from robustbench_ofa.zoo.recipe import default_recipe
 
-        recipe = default_recipe()
+        recipe = self.recipe or default_recipe()
         if self.spec is None:
             return zoo.embedded_test_samples(task, n, recipe)
         from robustbench_ofa.data.sources import parse_source
@@ -175,7 +180,7 @@ class DataChoice:
 
 
 def resolve_data(spec: str | None, catalog: Catalog, tasks: Sequence[str]) -> DataChoice:
-    choice = DataChoice(spec)
+    choice = DataChoice(spec, catalog.recipe)
     if spec is not None:
         from robustbench_ofa.data.sources import parse_source
 

@@ -81,6 +81,7 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
         lines.append(f"{w.task:10} {w.variant:14} {_pct(c.acc)} [{_pct(c.ci_low)},{_pct(c.ci_high)}]   "
                      f"{w.norm + ' ' + w.eps_label:14} {_pct(w.robust_acc)} [{_pct(w.robust_ci_low)},"
                      f"{_pct(w.robust_ci_high)}]")
+    lines += _score_lines(clean, worst)
     lines += _decided_lines(tables.get("breakdown"))
     text = tables.get("text_attacks")
     if text is not None and len(text):
@@ -101,6 +102,21 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
             where = " ".join(x for x in (f.variant, f.task, f.norm, f.eps_label) if x)
             lines.append(f"  ! {where}: {f.flag}: {f.detail}")
     return "\n".join(lines)
+
+
+def _score_lines(clean: pd.DataFrame, worst: pd.DataFrame) -> list[str]:
+    """Mean task metric clean and under attack (x100): for captions this is CIDEr-D, where "robust %" only
+    counts the captions whose CIDEr-D stayed above half its clean value."""
+    if not len(worst) or "robust_score" not in worst or "score" not in clean:
+        return []
+    cidx = clean.set_index(["variant", "task"])
+    lines = ["", "MEAN TASK METRIC x100, clean -> worst case (captions: CIDEr-D; grounding: IoU; VQA: answer "
+                 "credit; VE: accuracy)"]
+    for _, w in worst.iterrows():
+        c = cidx.loc[(w.variant, w.task)]
+        lines.append(f"  {w.task:10} {w.variant:14} {w.norm + ' ' + w.eps_label:14} {_num(100 * c.score)} -> "
+                     f"{_num(100 * w.robust_score)}")
+    return lines
 
 
 def unanswerable_checks(checks: pd.DataFrame | None) -> pd.DataFrame:

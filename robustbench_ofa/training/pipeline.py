@@ -62,6 +62,8 @@ class RunInfo:
     #: Answer sets to store with the model (task -> answers), for tasks whose set came from the data or a
     #: file rather than the task's default (``tasks.answers``).
     answers: dict[str, list[str]] = field(default_factory=dict)
+    #: The study record (``robustbench_ofa.study``) when a study file made this model.
+    study: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -134,7 +136,8 @@ def train_evaluate_save(
     card = ModelCard(name=info.name, method="pretrain" if method is None else method.name, tasks=list(info.tasks),
                      base=info.base, train=config.to_dict(), data=info.data, clean=clean,
                      versions=package_versions(), seed=info.seed, image_size=info.image_size,
-                     source=info.source, status="built", notes=notes)
+                     source=info.source, status="built", notes=notes,
+                     study=dict(info.study))
     if info.answers:
         from robustbench_ofa.tasks.answers import write_answers
 

@@ -20,7 +20,7 @@ from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.io import atomic_write_text
 from robustbench_ofa.zoo.build import artefact_dir, ensure_embedded, is_built, zoo_root
 from robustbench_ofa.zoo.home import REGISTRY_FILE, ensure_home, resolve_home
-from robustbench_ofa.zoo.recipe import ZooRecipe, default_recipe
+from robustbench_ofa.zoo.recipe import ZooRecipe, default_recipe, embedded_recipes, recipe_for_name
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 #: Image size assumed for a registered OFA-Sys checkpoint when none is given (the HF example's 256 px).
@@ -186,9 +186,8 @@ def list_models(home: str | Path | None = None, recipe: ZooRecipe | None = None)
 
     Never builds anything; a registered folder that has gone missing is listed with status "missing".
     """
-    recipe = recipe or default_recipe()
-    root = zoo_root(home, recipe)
-    cards = [_embedded_card(root, recipe, n) for n in recipe.names]
+    recipes = [recipe] if recipe is not None else list(embedded_recipes())
+    cards = [_embedded_card(zoo_root(home, r), r, n) for r in recipes for n in r.names]
     for name, entry in sorted(_read_registry(home).items()):
         path = Path(entry["path"])
         try:
@@ -204,8 +203,9 @@ def list_models(home: str | Path | None = None, recipe: ZooRecipe | None = None)
 def get(name_or_path: str | Path, home: str | Path | None = None, device: str = "cpu", progress: bool = True,
         recipe: ZooRecipe | None = None) -> ZooModel:
     """Load a zoo model by name (embedded models are built on first use) or any model folder by path."""
-    recipe = recipe or default_recipe()
     key = str(name_or_path)
+    recipe = recipe if recipe is not None and key in recipe.names else (recipe_for_name(key) or recipe
+                                                                         or default_recipe())
     if key in recipe.names:
         root = ensure_embedded(home, progress=progress, recipe=recipe)
         short = key[len(recipe.prefix) + 1:]
@@ -219,7 +219,7 @@ def get(name_or_path: str | Path, home: str | Path | None = None, device: str = 
     path = Path(key).expanduser()
     if path.exists():
         return load_folder(path, None, device=device)
-    known = recipe.names + sorted(registry)
+    known = [n for r in embedded_recipes() for n in r.names] + sorted(registry)
     raise RobustOFAError(f"unknown model '{key}': not a zoo name ({', '.join(known)}) nor an existing folder")
 
 
@@ -235,8 +235,8 @@ def register(path: str | Path, name: str, home: str | Path | None = None, image_
 
     if not _NAME_RE.match(name or ""):
         raise RobustOFAError(f"model name '{name}': use letters, digits, '.', '_' or '-' (max 100 characters)")
-    if name in recipe.names:
-        raise RobustOFAError(f"model name '{name}' is taken by the embedded zoo; choose another name")
+    if name in recipe.names or recipe_for_name(name) is not None:
+        raise RobustOFAError(f"model name '{name}' is taken by an embedded zoo; choose another name")
     folder = Path(path).expanduser().resolve()
     kind = _folder_kind(folder)
     _tokenizer_dir(folder, kind)
