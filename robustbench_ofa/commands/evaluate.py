@@ -67,6 +67,13 @@ def build_config(args: argparse.Namespace, tasks: list[str]):
     return cfg
 
 
+def requested_tasks(args: argparse.Namespace) -> list[str]:
+    """The ``--task`` list, canonical names (empty when not given: the models' own tasks are used)."""
+    from robustbench_ofa.tasks import canonical_task
+
+    return [canonical_task(t) for t in args.task.split(",") if t.strip()] if args.task else []
+
+
 def run(args: argparse.Namespace) -> int:
     from robustbench_ofa.commands.checks import evaluate_args
 
@@ -75,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
     from robustbench_ofa.evaluation.outputs import clear_aggregates, format_summary, write_aggregates
     from robustbench_ofa.evaluation.runner import Evaluator
     from robustbench_ofa.evaluation.store import ResultsStore
-    from robustbench_ofa.tasks import canonical_task, get_task
+    from robustbench_ofa.tasks import get_task
 
     t0 = time.time()
     # Cheap checks first: attack names and budgets are refused before any model is built or loaded.
     build_config(args, [])
-    asked = [canonical_task(t) for t in args.task.split(",") if t.strip()] if args.task else None
+    asked = requested_tasks(args) or None
     catalog = evm.resolve_models(args.model, args.home, progress=not args.quiet, tasks=asked)
     tasks = asked or catalog.default_tasks
     cfg = build_config(args, tasks)

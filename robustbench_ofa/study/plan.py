@@ -213,12 +213,10 @@ def _check_tune(argv: list[str]) -> None:
 
 
 def _check_evaluate(argv: list[str]) -> None:
-    from robustbench_ofa.commands.evaluate import build_config
-    from robustbench_ofa.tasks import canonical_task
+    from robustbench_ofa.commands.evaluate import build_config, requested_tasks
 
     args = _parse(argv)
-    tasks = [canonical_task(t) for t in args.task.split(",") if t.strip()] if args.task else []
-    build_config(args, tasks)
+    build_config(args, requested_tasks(args))
     if args.data is not None:
         from robustbench_ofa.data.sources import parse_source
 
