@@ -20,6 +20,8 @@ RATIOS = [
      "test_bench_text_queries_one_at_a_time", "test_bench_text_queries_batched", 1, ">= 4"),
     ("3,129-answer scoring: one at a time / chunked over one encoder pass",
      "test_bench_answer_set_one_at_a_time", "test_bench_answer_set_chunked", 1, "> 1"),
+    ("3,129-answer scoring: encoder copied per candidate / shared decoder prefix",
+     "test_bench_answer_set_encoder_copies", "test_bench_answer_set_chunked", 1, "> 1"),
 ]
 
 

@@ -30,6 +30,17 @@ def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.
     return model
 
 
+def jitter_trainable(model: torch.nn.Module, seed: int = 3, std: float = 0.05) -> torch.nn.Module:
+    """Add noise to the trainable tensors only, so a freshly attached method (LoRA's zero B, new
+    prompts) changes what the model computes, as a tuned variant would."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
 @pytest.fixture
 def config() -> OFAConfig:
     return small_config()

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import randomize, small_config
+from conftest import jitter_trainable, randomize, small_config
 
 import robustbench_ofa.tuning as tuning_pkg
 from robustbench_ofa.cli import build_parser, main
@@ -197,12 +197,7 @@ def test_variant_save_load_round_trip(name, tmp_path, batch):
     _base().eval().save_pretrained(tmp_path / "base")
     tuned = OFAModel.from_pretrained(tmp_path / "base")
     get_method(name, **_hparams(name)).apply(tuned)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in tuned.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    tuned.eval()
+    jitter_trainable(tuned).eval()
     out = save_variant(tuned, tmp_path / "v", name="v", task="ve,vqa", base_dir=tmp_path / "base")
     assert sorted(p.name for p in out.iterdir()) == ["card.json", "trainable.safetensors"]
     again = load_variant(out)

@@ -159,17 +159,37 @@ def candidate_batch(candidates: list[list[int]], bos: int, eos: int, pad: int,
 CANDIDATE_CHUNK_ELEMENTS = 2 ** 26
 
 
-def _score_block(model: OFAModel, enc: OFAEncoderOutput, inp: torch.Tensor, tgt: torch.Tensor,
-                 normalize: bool) -> torch.Tensor:
-    cfg = model.config
-    bsz, n_cand = enc.last_hidden_state.shape[0], inp.shape[0]
-    device = enc.last_hidden_state.device
-    enc_x = enc.index_select(torch.arange(bsz, device=device).repeat_interleave(n_cand))
-    inp_x = inp.repeat(bsz, 1)
+def _shared_prefix(model: OFAModel, enc: OFAEncoderOutput) -> tuple[torch.Tensor, tuple]:
+    """The part of the decoder every candidate of one image shares, computed once per image.
+
+    Every candidate starts with bos, so the first decoder step (its log-probabilities, and its
+    self-attention keys/values) is the same for all of them; the cross-attention keys/values of every layer
+    depend only on the image. Returns (log-probabilities (B, V) of the first answer token, the cache).
+    """
+    bsz = enc.last_hidden_state.shape[0]
+    bos = torch.full((bsz, 1), model.config.decoder_start_token_id, dtype=torch.long,
+                     device=enc.last_hidden_state.device)
+    logits, cache = model.decoder(bos, enc, use_cache=True)
+    return F.log_softmax(logits[:, 0].float(), dim=-1), cache
+
+
+def _score_block(model: OFAModel, enc: OFAEncoderOutput, first: torch.Tensor, cache: tuple, inp: torch.Tensor,
+                 tgt: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """(B, C) scores of one chunk of candidates, continuing from the shared prefix (bos step + cache).
+
+    Candidate rows run as groups of C per image (``group``): the cached cross-attention keys/values are
+    used once per image, not copied per candidate. Right padding never reaches earlier positions (causal).
+    """
+    bsz, n_cand = first.shape[0], inp.shape[0]
     tgt_x = tgt.repeat(bsz, 1)
-    logits, _ = model.decoder(inp_x, enc_x)  # right padding never reaches earlier positions (causal)
-    lp = F.log_softmax(logits.float(), dim=-1).gather(-1, tgt_x.unsqueeze(-1)).squeeze(-1)
-    valid = tgt_x.ne(cfg.pad_token_id)
+    lp = first.repeat_interleave(n_cand, dim=0).gather(-1, tgt_x[:, :1])
+    if inp.shape[1] > 1:
+        rows = torch.arange(bsz, device=first.device).repeat_interleave(n_cand)
+        past = tuple((sk.index_select(0, rows), sv.index_select(0, rows), ck, cv) for sk, sv, ck, cv in cache)
+        logits, _ = model.decoder(inp[:, 1:].repeat(bsz, 1), enc, past_key_values=past, group=n_cand)
+        rest = F.log_softmax(logits.float(), dim=-1).gather(-1, tgt_x[:, 1:].unsqueeze(-1)).squeeze(-1)
+        lp = torch.cat([lp, rest], dim=1)
+    valid = tgt_x.ne(model.config.pad_token_id)
     seq = (lp * valid).sum(-1)
     if normalize:
         seq = seq / valid.sum(-1)
@@ -182,7 +202,8 @@ def score_candidates(model: OFAModel, enc: OFAEncoderOutput, candidates: list[li
 
     Differentiable with respect to the encoder output (and so the image). ``normalize`` divides by the
     candidate length (+ eos). ``chunk``: candidates per decoder call (default: as many as fit
-    ``CANDIDATE_CHUNK_ELEMENTS``); every chunk reuses the same encoder output.
+    ``CANDIDATE_CHUNK_ELEMENTS``). Every chunk reuses one encoder pass and one shared decoder prefix (the
+    bos step and each layer's cross-attention keys/values, :func:`_shared_prefix`).
     """
     from torch.utils.checkpoint import checkpoint
 
@@ -191,14 +212,15 @@ def score_candidates(model: OFAModel, enc: OFAEncoderOutput, candidates: list[li
     n_cand = len(candidates)
     inp, tgt = candidate_batch(candidates, cfg.decoder_start_token_id, cfg.eos_token_id, cfg.pad_token_id,
                                enc.last_hidden_state.device)
+    first, cache = _shared_prefix(model, enc)
     if chunk is None:
         chunk = max(1, CANDIDATE_CHUNK_ELEMENTS // max(1, bsz * inp.shape[1] * cfg.vocab_size))
     if chunk >= n_cand:
-        return _score_block(model, enc, inp, tgt, normalize)
+        return _score_block(model, enc, first, cache, inp, tgt, normalize)
     recompute = torch.is_grad_enabled() and enc.last_hidden_state.requires_grad
     parts = []
     for i in range(0, n_cand, chunk):
-        args = (model, enc, inp[i:i + chunk], tgt[i:i + chunk], normalize)
+        args = (model, enc, first, cache, inp[i:i + chunk], tgt[i:i + chunk], normalize)
         parts.append(checkpoint(_score_block, *args, use_reentrant=False) if recompute else _score_block(*args))
     return torch.cat(parts, dim=1)
 

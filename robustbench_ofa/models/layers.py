@@ -181,13 +181,23 @@ class OFADecoderLayer(_LayerBase):
         cross_bias: torch.Tensor | None,
         past: tuple[torch.Tensor, ...] | None = None,
         prompt_kv: KV | None = None,
+        group: int = 1,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``group`` > 1: each row of ``enc`` (and of the cached cross keys/values) serves ``group``
+        consecutive rows of ``x`` (the candidates of one answer set). Their queries are folded into one
+        longer query sequence for cross-attention, so the encoder's keys/values are projected once per
+        image instead of once per candidate; ``cross_bias`` must then be (B_enc, H, group * T, S)."""
         self_past = past[:2] if past is not None else None
         cross_past = past[2:] if past is not None else None
         x, self_present = self._attn_block(x, self.self_attn, self.self_attn_layer_norm,
                                            self.self_attn_mid_layer_norm, bias=self_bias, past=self_past,
                                            prompt_kv=prompt_kv)
+        rows, t, d = x.shape
+        if group > 1:  # every op of the cross block is per token except attention, which is per query
+            x = x.reshape(rows // group, group * t, d)
         x, cross_present = self._attn_block(x, self.cross_attn, self.cross_attn_layer_norm,
                                             self.cross_attn_mid_layer_norm, bias=cross_bias, kv_input=enc,
                                             past=cross_past)
+        if group > 1:
+            x = x.reshape(rows, t, d)
         return self._ffn_block(x), self_present + cross_present

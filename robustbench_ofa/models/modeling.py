@@ -253,12 +253,21 @@ class OFADecoder(_PositionTables):
         past_key_values: tuple | None = None,
         use_cache: bool = False,
         code_masks: torch.Tensor | None = None,
+        group: int = 1,
     ) -> tuple[torch.Tensor, tuple | None]:
         """Decode ``input_ids`` (the new tokens only when ``past_key_values`` is given).
 
         ``attention_mask`` (B, past + T) marks valid decoder positions (1) as in the port.
+        ``group`` > 1 (answer-set scoring): ``input_ids`` has ``group`` consecutive rows per row of
+        ``encoder_out``, which is then neither copied nor re-projected per row; a cache's self-attention
+        entries have one row per decoder row, its cross-attention entries one per encoder row.
         Returns (logits (B, T, V), new cache or None).
         """
+        if group > 1 and (attention_mask is not None or code_masks is not None
+                          or input_ids.shape[0] != group * encoder_out.last_hidden_state.shape[0]):
+            raise ValueError(f"group={group} needs {group} decoder rows per encoder row and no attention_mask "
+                             f"or code_masks; got {input_ids.shape[0]} rows for "
+                             f"{encoder_out.last_hidden_state.shape[0]}")
         bsz, t_new = input_ids.shape
         device = input_ids.device
         past_len = past_key_values[0][0].shape[2] if past_key_values else 0
@@ -278,6 +287,8 @@ class OFADecoder(_PositionTables):
             allowed = allowed & attention_mask[:, None, None, :total].bool()
         cross_allowed = ~encoder_out.padding_mask[:, None, None, :]
         cross_bias = _masked_bias(cross_bias, cross_allowed)
+        if group > 1:  # the folded queries of one encoder row: group copies of the T positions
+            cross_bias = cross_bias.repeat(1, 1, group, 1)
         x = self._embed(input_ids, code_masks)
         prompts = self._prompts(bsz)
         enc = encoder_out.last_hidden_state
@@ -290,7 +301,8 @@ class OFADecoder(_PositionTables):
                 rel = torch.where(code_masks[:, None, None, None], img_rel, rel)
             bias = _masked_bias(self_bias + rel, allowed)
             past = past_key_values[idx] if past_key_values else None
-            x, present = layer(x, bias, enc, cross_bias, past=past, prompt_kv=prompts[idx] if prompts else None)
+            x, present = layer(x, bias, enc, cross_bias, past=past, prompt_kv=prompts[idx] if prompts else None,
+                               group=group)
             if cache is not None:
                 cache.append(present)
         if self.layer_norm is not None:
