@@ -22,12 +22,28 @@ RATIOS = [
      "test_bench_answer_set_one_at_a_time", "test_bench_answer_set_chunked", 1, "> 1"),
     ("3,129-answer scoring: encoder copied per candidate / shared decoder prefix",
      "test_bench_answer_set_encoder_copies", "test_bench_answer_set_chunked", 1, "> 1"),
+    ("evaluate, whole command: 1 proc x 1 thread / torchrun 2 procs x 1 thread (aggregate throughput)",
+     "test_bench_eval_1proc_1thread", "test_bench_eval_2proc_1thread", 1, ">= 1.7"),
+    ("evaluate, whole command: 1 proc x default threads / torchrun 2 procs x 1 thread",
+     "test_bench_eval_1proc_default_threads", "test_bench_eval_2proc_1thread", 1, "> 1"),
+]
+#: The same comparisons on the evaluation phase alone (``extra_info["evaluate_seconds"]``: no start-up).
+PHASE_RATIOS = [
+    ("evaluate phase: 1 proc x 1 thread / torchrun 2 procs x 1 thread",
+     "test_bench_eval_1proc_1thread", "test_bench_eval_2proc_1thread", ">= 1.7"),
+    ("evaluate phase: 1 proc x default threads / torchrun 2 procs x 1 thread",
+     "test_bench_eval_1proc_default_threads", "test_bench_eval_2proc_1thread", "> 1"),
 ]
 
 
 def medians(path: str) -> dict[str, float]:
     data = json.load(open(path))
     return {b["name"]: b["stats"]["median"] for b in data["benchmarks"]}
+
+
+def extras(path: str) -> dict[str, dict]:
+    data = json.load(open(path))
+    return {b["name"]: b.get("extra_info") or {} for b in data["benchmarks"]}
 
 
 def main(argv: list[str]) -> int:
@@ -38,6 +54,15 @@ def main(argv: list[str]) -> int:
     for label, num, den, mult, target in RATIOS:
         if num in cur and den in cur:
             print(f"{label}: {cur[num] / (mult * cur[den]):.3f}  (target {target})")
+    info = extras(argv[0])
+    for label, num, den, target in PHASE_RATIOS:
+        a, b = info.get(num, {}).get("evaluate_seconds"), info.get(den, {}).get("evaluate_seconds")
+        if a and b:
+            print(f"{label}: {a / b:.3f}  (target {target}; {a:.1f} s vs {b:.1f} s)")
+    dist = info.get("test_bench_eval_2proc_1thread", {})
+    if "gather_share" in dist:
+        print(f"torchrun 2 procs: time in collectives (gather, incl. waiting for the slower rank) / evaluate "
+              f"phase: {dist['gather_share']:.3f}  (target <= 0.05; {dist['gather_seconds']:.2f} s)")
     if len(argv) > 1:
         prev = medians(argv[1])
         for name in sorted(set(cur) & set(prev)):

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # a plain checkout (the GPU machine) has no editable install
     sys.path.insert(0, str(ROOT))
 
+from robustbench_ofa.evaluation.precision import tf32_flags  # noqa: E402
 from robustbench_ofa.models import OFAConfig, OFAModel  # noqa: E402
 from robustbench_ofa.models.config import SIZE_PRESETS  # noqa: E402
 
@@ -137,17 +138,6 @@ def make_inputs(vocab: int, batch: int, image_size: int, text_len: int, dec_len:
 
 
 # -- precisions and steps ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def tf32_flags(on: bool) -> Iterator[None]:
-    """TF32 for CUDA matmuls and cuDNN convolutions on (tf32, bf16 rows) or off (fp32 rows)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def autocast(precision: str, device_type: str) -> contextlib.AbstractContextManager:
     if precision == "bf16":
         return torch.autocast(device_type, dtype=torch.bfloat16)

@@ -78,42 +78,76 @@ def run(args: argparse.Namespace) -> int:
     from robustbench_ofa.commands.checks import evaluate_args
 
     evaluate_args(args)  # --out and --report: refused before anything is built, loaded or attacked
+    from robustbench_ofa.evaluation import distributed
+
+    build_config(args, [])  # cheap checks first: attack names and budgets, before any process group
+    dist, device = distributed.from_env(args.device)
+    try:
+        return _run(args, dist, device)
+    finally:
+        dist.close()
+
+
+def _run(args: argparse.Namespace, dist, device: str) -> int:
+    """The evaluation; under torchrun every rank runs this, rank 0 alone writes files and prints."""
     from robustbench_ofa.evaluation import models as evm
+    from robustbench_ofa.evaluation.distributed import check_same_weights
     from robustbench_ofa.evaluation.outputs import clear_aggregates, format_summary, write_aggregates
     from robustbench_ofa.evaluation.runner import Evaluator
     from robustbench_ofa.evaluation.store import ResultsStore
     from robustbench_ofa.tasks import get_task
 
     t0 = time.time()
-    # Cheap checks first: attack names and budgets are refused before any model is built or loaded.
-    build_config(args, [])
     asked = requested_tasks(args) or None
-    catalog = evm.resolve_models(args.model, args.home, progress=not args.quiet, tasks=asked)
+    quiet = args.quiet or not dist.is_main
+    catalog = dist.main_first(lambda: evm.resolve_models(args.model, args.home, progress=not quiet, tasks=asked))
     tasks = asked or catalog.default_tasks
     cfg = build_config(args, tasks)
+    cfg.device = device
     probe = catalog.load(catalog.names[0])
     task_objs = [get_task(t, probe.tokenizer, probe.image_size) for t in tasks]
     del probe
     data = evm.resolve_data(args.data, catalog, tasks)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    store = ResultsStore(out / "results.sqlite")
     settings = {**cfg.settings(), "models": catalog.names, "data": data.describe()}
-    store.bind(settings)
-    store.set_meta("complete", False)
-    clear_aggregates(out)
+
+    def open_store() -> ResultsStore:
+        out.mkdir(parents=True, exist_ok=True)
+        store = ResultsStore(out / "results.sqlite")
+        store.bind(settings)
+        store.set_meta("complete", False)
+        clear_aggregates(out)
+        return store
+
+    if dist.active:  # rank 0 owns the file; the others hold an in-memory replica of it
+        main_store = open_store() if dist.is_main else None
+        image = dist.agree(lambda: main_store.snapshot() if main_store else None, main_only=True)
+        store = main_store or ResultsStore.replica(out / "results.sqlite", image)
+    else:
+        store = open_store()
 
     def load_checked(name: str):
         variant = catalog.load(name)
-        store.bind_weights(name, variant.info.get("sha256"))
+        hashes = variant.info.get("sha256")
+        check_same_weights(dist, name, hashes)
+        store.bind_weights(name, hashes)
         return variant
 
-    evaluator = Evaluator(cfg, store, load_checked, data.samples, progress=not args.quiet)
+    evaluator = Evaluator(cfg, store, load_checked, data.samples, progress=not quiet, dist=dist)
     evaluator.check_compatible(task_objs)
+    t_eval = time.perf_counter()
     evaluator.run(catalog.names)
+    spent = time.perf_counter() - t_eval
+    if not dist.is_main:
+        return 0
     run_info = {"command": "robust-ofa " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                "device": cfg.device, "seconds": round(time.time() - t0, 1), "data": data.describe(),
-                "variants": catalog.variant_info(), **evm.package_info()}
+                "device": cfg.device, "precision": f"attacks {cfg.precision}, predictions fp32",
+                "seconds": round(time.time() - t0, 1), "evaluate_seconds": round(spent, 2),
+                "data": data.describe(), "variants": catalog.variant_info(), **evm.package_info()}
+    if dist.active:  # gather_seconds: rank 0's time inside collectives (waiting for the others included)
+        run_info["distributed"] = {"world_size": dist.world, "backend": dist.backend,
+                                   "gather_seconds": round(dist.comm_seconds, 3),
+                                   "gather_share": round(dist.comm_seconds / max(spent, 1e-9), 4)}
     if args.study_record:  # the study file's name, hash and content go into summary.json and the reports
         from robustbench_ofa.study.record import read_study_record
 

@@ -29,6 +29,8 @@ DEFAULT_EPS_L2 = "0.5,1.0"
 #: ``standard``: the run's attacks only; ``strong``: also the adaptive set (below) on the L-inf ladder and
 #: a transfer check from each parameter-efficient variant's fully finetuned twin at every L-inf budget.
 PROTOCOLS = ("standard", "strong")
+#: Arithmetic of the attacks' forward/backward passes (``evaluation.precision``).
+PRECISIONS = ("fp32", "tf32", "bf16")
 #: The adaptive attacks of ``--protocol strong`` (Carlini et al.'s checklist; ADAPT 2024 for prompt tuning):
 #: a non-saturating margin loss, targeted CE over the wrong answers, EOT over the tuning method's dropout.
 ADAPTIVE_ATTACKS = ("pgd-margin", "pgd-targeted", "eot-pgd")
@@ -66,6 +68,10 @@ class EvalConfig:
     batch_size: int = opt(16, help="samples per attacked batch", check=positive)
     seed: int = opt(0, help="seed of every per-sample random choice")
     device: str = opt("cpu", help="torch device")
+    precision: str = opt("fp32", check=one_of(PRECISIONS), choices=lambda: PRECISIONS,
+                         help="arithmetic of the attacks' forward/backward passes (tf32: CUDA only; bf16: "
+                              "autocast). The adversarial image and its updates stay fp32 and inside the "
+                              "budget; clean and adversarial predictions are always judged in fp32")
     #: attack only samples every earlier attack (and every smaller eps) failed on
     cascade: bool = opt(True, help="run every attack on every clean-correct sample (no cascade)")
     transfer: bool = opt(True, help="skip the transfer matrix")
@@ -116,6 +122,8 @@ class EvalConfig:
         for name in self.sanity_attacks:
             if ATTACKS.get(name).threat is not Threat.LINF:
                 raise RobustOFAError(f"sanity_attacks: {name!r} is not an L-inf image attack")
+        if self.precision == "tf32" and not self.device.startswith("cuda"):
+            raise RobustOFAError(f"--precision tf32: TF32 exists on CUDA devices only (--device is {self.device})")
         if self.sanity_steps < 1 or self.sanity_restarts < 1 or self.sanity_samples < 1:
             raise RobustOFAError("sanity_steps, sanity_restarts, sanity_samples: expected positive integers")
 
@@ -166,6 +174,8 @@ class EvalConfig:
         d.pop("device")
         if self.protocol == "standard":  # the default: stored settings (and baselines) stay as they were
             d.pop("protocol")
+        if self.precision == "fp32":  # likewise
+            d.pop("precision")
         if self.answers is None:  # likewise
             d.pop("answers")
         else:  # the file's content decides the numbers: a resume with an edited file is refused

@@ -5,6 +5,9 @@ ladder in ascending order and, at each eps, the attacks in the order given. With
 that an earlier attack (or any attack at a smaller eps) already fooled is not attacked again: its row
 records the adversarial example that fooled it (valid at every larger eps), so robust accuracy is the
 per-sample worst case over all attacks, AutoAttack's rule. Every batch of rows is one transaction.
+
+Under torchrun (``dist``) every loop over batches runs in rounds, batch ``k`` on rank ``k mod world``, and
+each round's rows are gathered onto every rank's replica of the store (``evaluation.distributed``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from attacks.objective import stochastic_modules
 from attacks.views import TaskView
 from robustbench_ofa.data.types import Sample
 from robustbench_ofa.evaluation.config import EvalConfig
+from robustbench_ofa.evaluation.distributed import SINGLE, Dist
+from robustbench_ofa.evaluation.precision import attack_precision
 from robustbench_ofa.evaluation.store import ResultsStore
 from robustbench_ofa.stats import wilson_interval
 from robustbench_ofa.tasks import Task, TaskBatch, get_task, task_class
@@ -64,6 +69,11 @@ def _sample_rows(samples: Sequence[Sample]):
         yield (s.task, s.uid, s.text, ref, s.image.width, s.image.height, label, s.meta.get("decided_by"))
 
 
+def chunk_order(samples: Sequence[Sample], uids: dict) -> list[Sample]:
+    """The samples whose uid is in ``uids``, in their original order (gathered results come in rank order)."""
+    return [s for s in samples if s.uid in uids]
+
+
 def _png(image: torch.Tensor) -> bytes:
     from PIL import Image
 
@@ -77,12 +87,13 @@ class Evaluator:
     """Runs an evaluation into a ``ResultsStore``; rerunning the same command resumes it."""
 
     def __init__(self, config: EvalConfig, store: ResultsStore, load: VariantLoader, data: DataSource,
-                 progress: bool = True):
+                 progress: bool = True, dist: Dist = SINGLE):
         self.cfg = config
         self.store = store
         self.load = load
         self.data = data
-        self.progress = progress
+        self.dist = dist
+        self.progress = progress and dist.is_main
 
     # -- public ------------------------------------------------------------------------------------
     def run(self, variant_names: Sequence[str]) -> None:
@@ -174,19 +185,43 @@ class Evaluator:
         for i in range(0, len(items), size):
             yield items[i:i + size]
 
+    def _rounds(self, items: list):
+        """(global batch index, this rank's batch ([] if none), samples in the whole round) per round.
+
+        The batches are those of a single process, so a batch holds the same samples whatever the world
+        size; every rank gets every round, so all make the same collective calls."""
+        batches = list(self._batches(items))
+        world = self.dist.world
+        for start in range(0, len(batches), world):
+            k = start + self.dist.rank
+            yield k, (batches[k] if k < len(batches) else []), sum(map(len, batches[start:start + world]))
+
+    def _precision(self):
+        """The attacks' arithmetic (``--precision``); predictions are judged outside it, in fp32."""
+        return attack_precision(self.cfg.precision, self.cfg.device)
+
+    def _gathered(self, items: list) -> list:
+        """Every rank's items of this round, in rank order (the items alone in one process)."""
+        return [x for part in self.dist.all_gather(items) for x in part]
+
     def _clean(self, lv: LoadedVariant, task: Task, samples: list[Sample]) -> None:
         done = self.store.clean_rows(lv.name, task.name)
-        todo = [s for s in samples if s.uid not in done]
-        bar = tqdm(total=len(todo), desc=f"{lv.name} {task.name} clean", disable=not self.progress or not todo,
+        if all(s.uid in done for s in samples):
+            return
+        bar = tqdm(total=len(samples), desc=f"{lv.name} {task.name} clean", disable=not self.progress,
                    leave=False)
-        for chunk in self._batches(todo):
-            t0 = time.perf_counter()
-            batch = task.collate(chunk).to(self.cfg.device)
-            preds = task.predict(lv.model, batch)
-            dt = (time.perf_counter() - t0) / len(chunk)
-            self.store.add_clean((lv.name, task.name, s.uid, task.describe(p.value), p.score, int(p.correct), dt)
-                                 for s, p in zip(chunk, preds))
-            bar.update(len(chunk))
+        for _, chunk, n_round in self._rounds(samples):
+            todo = [s for s in chunk if s.uid not in done]
+            rows = []
+            if todo:
+                t0 = time.perf_counter()
+                batch = task.collate(todo).to(self.cfg.device)
+                preds = task.predict(lv.model, batch)
+                dt = (time.perf_counter() - t0) / len(todo)
+                rows = [(lv.name, task.name, s.uid, task.describe(p.value), p.score, int(p.correct), dt)
+                        for s, p in zip(todo, preds)]
+            self.store.add_clean(self._gathered(rows))
+            bar.update(n_round)
         bar.close()
 
     def _determinism(self, lv: LoadedVariant, task: Task, samples: list[Sample]) -> None:
@@ -279,13 +314,13 @@ class Evaluator:
         example_uids = {s.uid for s in samples[: cfg.n_examples]}
         bar = tqdm(total=len(to_attack), desc=f"{lv.name} {task.name} {attack} {label}", leave=False,
                    disable=not self.progress or not to_attack)
-        for chunk in self._batches(to_attack):
-            if all(s.uid in done for s in chunk):
-                bar.update(len(chunk))
-                continue
-            rows, examples = self._attack_batch(lv, task, chunk, attack, norm, label, eps, clean, example_uids)
-            store.add_results(rows, examples)
-            bar.update(len(chunk))
+        for _, chunk, n_round in self._rounds(to_attack):
+            rows, examples = [], []
+            if chunk and not all(s.uid in done for s in chunk):
+                rows, examples = self._attack_batch(lv, task, chunk, attack, norm, label, eps, clean, example_uids)
+            gathered = self.dist.all_gather((rows, examples))
+            store.add_results([r for part in gathered for r in part[0]], [e for part in gathered for e in part[1]])
+            bar.update(n_round)
         bar.close()
 
     def _attack_batch(self, lv, task, chunk, attack, norm, label, eps, clean, example_uids):
@@ -297,7 +332,8 @@ class Evaluator:
         seeds = [sample_seed(cfg.seed, lv.name, task.name, attack, norm, label, s.uid) for s in chunk]
         view = TaskView(lv.model, task, batch)
         t0 = time.perf_counter()
-        res = run_attack(attack, view, batch.images, eps, cfg.params, seeds)
+        with self._precision():
+            res = run_attack(attack, view, batch.images, eps, cfg.params, seeds)
         adv = res.adv
         delta = (adv - batch.images).flatten(1)
         l2 = delta.norm(p=2, dim=1)
@@ -338,12 +374,14 @@ class Evaluator:
         grad_evals = torch.zeros(len(chunk), dtype=torch.long)
         first_grad = torch.full((len(chunk),), float("nan"))
         if norm is Threat.TEXT:
-            outcomes = run_text_attack(attack, lv.model, task, chunk, batch.images, budget, seeds, scores,
-                                       cfg.caption_drop)
+            with self._precision():
+                outcomes = run_text_attack(attack, lv.model, task, chunk, batch.images, budget, seeds, scores,
+                                           cfg.caption_drop)
             ids = source_ids(task, chunk, [o.adversarial for o in outcomes]).to(cfg.device)
             adv = batch.images
         else:  # a joint attack: its runner does both stages
-            joint = ATTACKS.get(attack).runner(lv.model, task, batch, eps, p, seeds, scores, cfg.caption_drop)
+            with self._precision():
+                joint = ATTACKS.get(attack).runner(lv.model, task, batch, eps, p, seeds, scores, cfg.caption_drop)
             outcomes, ids, adv = joint.texts, joint.input_ids, joint.adv_images
             grad_evals, first_grad = joint.grad_evals, joint.first_grad
         preds = task.predict(lv.model, TaskBatch(chunk, ids, batch.images, batch.targets), images=adv)
@@ -404,14 +442,19 @@ class Evaluator:
             if spec.refusal(task) is not None:
                 continue
             still, before = [], len(stuck)
-            for chunk in self._batches(robust):
-                batch = task.collate(chunk).to(cfg.device)
-                seeds = [sample_seed(cfg.seed, "sanity", attack, s.uid) for s in chunk]
-                res = run_attack(attack, TaskView(lv.model, task, batch), batch.images, eps, params, seeds)
-                preds = task.predict(lv.model, batch, images=res.adv)
-                for s, p, g in zip(chunk, preds, res.first_grad.tolist()):
-                    if self._adv_correct(task, p, clean[s.uid][1]):
-                        (stuck if g == 0 else still).append(s)
+            for _, chunk, _ in self._rounds(robust):
+                kept = []  # (uid, input gradient exactly 0 at the start) of samples the attack did not fool
+                if chunk:
+                    batch = task.collate(chunk).to(cfg.device)
+                    seeds = [sample_seed(cfg.seed, "sanity", attack, s.uid) for s in chunk]
+                    with self._precision():
+                        res = run_attack(attack, TaskView(lv.model, task, batch), batch.images, eps, params, seeds)
+                    preds = task.predict(lv.model, batch, images=res.adv)
+                    kept = [(s.uid, g == 0) for s, p, g in zip(chunk, preds, res.first_grad.tolist())
+                            if self._adv_correct(task, p, clean[s.uid][1])]
+                kept_all = dict(self._gathered(kept))
+                for s in chunk_order(robust, kept_all):
+                    (stuck if kept_all[s.uid] else still).append(s)
             broken = len(robust) - len(still) - (len(stuck) - before)
             stages.append(f"{spec.display}-{params.steps}x{params.restarts} {broken}")
             robust = still
@@ -457,13 +500,16 @@ class Evaluator:
                 task, samples = self._task_and_samples(lv, task_name)
                 chosen = samples[: self.cfg.transfer_samples]
                 for label, eps in mine:
-                    advs = []
-                    for chunk in self._batches(chosen):
+                    advs = {}  # global batch index -> adversarial images (this rank's batches only)
+                    for k, chunk, _ in self._rounds(chosen):
+                        if not chunk:
+                            continue
                         batch = task.collate(chunk).to(self.cfg.device)
                         seeds = [sample_seed(self.cfg.seed, "transfer", src, s.uid) for s in chunk]
-                        advs.append(run_attack(TRANSFER_ATTACK, TaskView(lv.model, task, batch), batch.images, eps,
-                                               params, seeds).adv)
-                    crafted[(src, task_name, label)] = torch.cat(advs)
+                        with self._precision():
+                            advs[k] = run_attack(TRANSFER_ATTACK, TaskView(lv.model, task, batch), batch.images,
+                                                 eps, params, seeds).adv
+                    crafted[(src, task_name, label)] = advs
         for tgt in names:
             lv = None
             for task_name in self.cfg.tasks:
@@ -479,15 +525,16 @@ class Evaluator:
                 for src, label in pairs:
                     rows = []
                     adv_all = crafted[(src, task_name, label)]
-                    for k, chunk in enumerate(self._batches(chosen)):
+                    for k, chunk, _ in self._rounds(chosen):
+                        if not chunk:
+                            continue
                         batch = task.collate(chunk).to(self.cfg.device)
-                        adv = adv_all[k * self.cfg.batch_size: k * self.cfg.batch_size + len(chunk)]
-                        preds = task.predict(lv.model, batch, images=adv)
+                        preds = task.predict(lv.model, batch, images=adv_all[k])
                         for s, p in zip(chunk, preds):
                             c = clean.get(s.uid)
                             rows.append((src, tgt, task_name, TRANSFER_ATTACK, label, s.uid, int(c[2]) if c else 0,
                                          int(self._adv_correct(task, p, c[1] if c else 0.0))))
-                    self.store.add_transfer(rows)
+                    self.store.add_transfer(self._gathered(rows))
 
     def _twins(self, names: list[str]) -> dict[str, list[str]]:
         """Fully finetuned variant -> the parameter-efficient variants of the same base, among ``names`` (by

@@ -82,6 +82,20 @@ class ResultsStore:
                 raise RobustOFAError(f"{self.path}: permission denied (cannot write in {self.path.parent}: {exc})") from None
             raise RobustOFAError(f"{self.path}: not a robust-ofa results database ({exc})") from None
 
+    @classmethod
+    def replica(cls, path: str | Path, image: bytes) -> ResultsStore:
+        """An in-memory copy of a store (``snapshot()`` of rank 0's file) for the other ranks of a
+        torchrun job: they read cascade/resume state from it and write every gathered batch into it."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.db = sqlite3.connect(":memory:")
+        self.db.deserialize(image)
+        return self
+
+    def snapshot(self) -> bytes:
+        """The whole database as bytes (what ``replica`` rebuilds)."""
+        return self.db.serialize()
+
     def _migrate(self) -> None:
         with self.db:
             for table, added in (("results", ADDED_RESULT_COLUMNS), ("samples", ADDED_SAMPLE_COLUMNS)):

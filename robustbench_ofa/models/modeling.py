@@ -179,7 +179,9 @@ class OFAEncoder(_PositionTables):
             pad = torch.cat([image_pad, pad], dim=1)
             image_pos = self.image_pos_ln(self.embed_image_positions(grid))[None]
             pos = torch.cat([image_pos, pos], dim=1)
-        has_pads = bool(pad.any())
+        # On an accelerator the mask is always applied (a no-op without pads) rather than asking the host
+        # whether there are pads: that question would stall every step of an attack (a device sync).
+        has_pads = True if pad.device.type != "cpu" else bool(pad.any())
         if has_pads:
             x = x * (1 - pad.unsqueeze(-1).type_as(x))
         abs_bias = self.abs_bias(self.pos_q_linear, self.pos_k_linear, pos, pos)  # (1, H, S, S)
@@ -378,13 +380,25 @@ class OFAModel(PreTrainedModel):
                 m.impl = impl
 
     # -- forward -----------------------------------------------------------------------------------
+    @staticmethod
+    def _ids_key(input_ids: torch.Tensor) -> tuple | None:
+        """What identifies an already range-checked ids tensor on an accelerator (None on CPU: always
+        checked, it is cheap). Reading max/min back is a host sync, and an attack passes the same ids
+        tensor at every step, so on a GPU it is checked once (same storage, shape and version)."""
+        if input_ids.device.type == "cpu":
+            return None
+        return input_ids.data_ptr(), tuple(input_ids.shape), input_ids._version, str(input_ids.device)
+
     def check_inputs(self, input_ids: torch.Tensor | None, patch_images: torch.Tensor | None) -> None:
         """One-line errors for malformed inputs, before they become shape errors deep in the network."""
         if input_ids is not None:
             if input_ids.dim() != 2:
                 raise RobustOFAError(f"input_ids: expected shape (batch, length), got {tuple(input_ids.shape)}")
-            if input_ids.numel() and (int(input_ids.max()) >= self.config.vocab_size or int(input_ids.min()) < 0):
-                raise RobustOFAError(f"input_ids: token ids must lie in [0, {self.config.vocab_size})")
+            key = self._ids_key(input_ids)
+            if input_ids.numel() and (key is None or key != getattr(self, "_checked_ids", None)):
+                if int(input_ids.max()) >= self.config.vocab_size or int(input_ids.min()) < 0:
+                    raise RobustOFAError(f"input_ids: token ids must lie in [0, {self.config.vocab_size})")
+                self._checked_ids = key
             if input_ids.shape[1] > self.config.max_position_embeddings:
                 raise RobustOFAError(
                     f"input_ids: length {input_ids.shape[1]} exceeds max_position_embeddings "

@@ -1,0 +1,72 @@
+"""``evaluate --precision``: attacks may run in TF32/bf16, predictions are judged in fp32, the adversarial
+image stays fp32 and inside its budget, and the precision is recorded with the run."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+import torch
+
+from robustbench_ofa.cli import main
+from robustbench_ofa.evaluation.precision import attack_precision
+from robustbench_ofa.zoo.recipe import micro_recipe
+
+
+@pytest.fixture
+def micro(monkeypatch, tmp_path_factory):
+    recipe = micro_recipe()
+    monkeypatch.setattr("robustbench_ofa.zoo.recipe.default_recipe", lambda: recipe)
+    return tmp_path_factory.getbasetemp() / "micro-home"
+
+
+def _evaluate(home, out, precision: str) -> int:
+    return main(["evaluate", "--attack", "pgd,pgdl2", "--model", "micro-finetune", "--task", "ve",
+                 "--n-samples", "12", "--batch-size", "4", "--steps", "3", "--no-transfer",
+                 "--sanity-samples", "3", "--sanity-steps", "2", "--sanity-restarts", "1",
+                 "--precision", precision, "--home", str(home), "--out", str(out), "--report", "md", "--quiet"])
+
+
+def _rows(out, sql: str) -> list:
+    db = sqlite3.connect(out / "results.sqlite")
+    rows = db.execute(sql).fetchall()
+    db.close()
+    return rows
+
+
+def test_bf16_attacks_are_judged_in_fp32_and_stay_in_budget(micro, tmp_path, capsys):
+    assert _evaluate(micro, tmp_path / "fp32", "fp32") == 0
+    assert _evaluate(micro, tmp_path / "bf16", "bf16") == 0
+    clean = "SELECT variant, task, uid, pred, score, correct FROM clean ORDER BY uid"
+    assert _rows(tmp_path / "bf16", clean) == _rows(tmp_path / "fp32", clean)  # clean judged in fp32
+    attacked = ("SELECT attack, eps, uid, linf, l2 FROM results WHERE status='attacked' ORDER BY attack, eps, uid")
+    lo, hi = _rows(tmp_path / "bf16", attacked), _rows(tmp_path / "fp32", attacked)
+    assert len(lo) == len(hi) > 0
+    assert any(a[3:] != b[3:] for a, b in zip(lo, hi))  # the attacks did run in bf16
+    for attack, eps, _, linf, l2 in lo:  # the fp32 image was projected onto the budget
+        assert (linf if attack == "pgd" else l2) <= eps + 1e-6
+    summary = json.loads((tmp_path / "bf16" / "summary.json").read_text())
+    assert summary["run"]["precision"] == "attacks bf16, predictions fp32"
+    assert summary["settings"]["precision"] == "bf16"
+    assert "precision" not in json.loads((tmp_path / "fp32" / "summary.json").read_text())["settings"]
+    assert "attacks bf16, predictions fp32" in (tmp_path / "bf16" / "report.md").read_text()
+
+
+def test_tf32_without_cuda_is_one_line(tmp_path, capsys):
+    assert main(["evaluate", "--attack", "pgd", "--precision", "tf32", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["robust-ofa: error: --precision tf32: TF32 exists on CUDA devices only (--device is cpu)"]
+
+
+def test_attack_precision_context():
+    a, b = torch.randn(4, 4), torch.randn(4, 4)
+    with attack_precision("bf16", "cpu"):
+        assert (a @ b).dtype == torch.bfloat16
+    assert (a @ b).dtype == torch.float32
+    with attack_precision("fp32", "cpu"):
+        assert (a @ b).dtype == torch.float32
+    before = torch.backends.cuda.matmul.allow_tf32
+    with attack_precision("tf32", "cpu"):
+        assert torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cuda.matmul.allow_tf32 == before
