@@ -206,6 +206,11 @@ def load_report(results_dir: str | Path, allow_incomplete: bool = False, referen
     from reports import tables as tb
 
     report.result_tables = tb.result_tables(report)
+    from reports import frontier
+
+    if frontier.has_robust_variants(report):
+        report.result_tables.append(frontier.frontier_table(report))
+        report.frontier = frontier.frontier_sentences(report) + frontier.survival_sentences(report)
     report.headline_tables = {t: tb.headline_table(report, t) for t in tasks if comparisons[t]}
     report.variant_table = tb.variant_table(report)
     from robustbench_ofa.evaluation.outputs import unanswerable_checks

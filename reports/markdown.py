@@ -53,6 +53,8 @@ def render_markdown(report: Report) -> str:
         out.append("")
         if task in report.headline_tables:
             out += [md_table(report.headline_tables[task]), ""]
+    if report.frontier:
+        out += ["### Robust training", ""] + [f"- {md_escape(s)}" for s in report.frontier] + [""]
     if len(report.flags):
         out += ["## Validity flags", "", md_table(flags_table(report)), ""]
     out += ["## Results tables", ""]

@@ -108,6 +108,24 @@ class Report:
     #: What ``robust-ofa regress`` decided for this run (its ``regression.json``), if it was gated.
     regression: dict | None = None
     regression_tables: list[Table] = field(default_factory=list)
+    #: Robust-training sentences (``reports.frontier``): empty unless robust-trained variants were run.
+    frontier: list[str] = field(default_factory=list)
 
     def method(self, variant: str) -> str:
-        return str(self.variant_meta.get(variant, {}).get("method") or "")
+        """The tuning method, labelled "robust-trained" for adversarially trained variants."""
+        return method_label(self.variant_meta.get(variant, {}))
+
+    def robust_trained(self, variant: str) -> bool:
+        return bool(self.variant_meta.get(variant, {}).get("adversarial"))
+
+
+def method_label(info: dict) -> str:
+    """The tuning method, and for a robust-trained variant how it was trained (reports must say so)."""
+    method = str(info.get("method") or "")
+    adv = info.get("adversarial") or {}
+    if not adv:
+        return method
+    how = f"{adv.get('method')}, eps {float(adv.get('eps', 0)) * 255:.3g}/255, {adv.get('steps')} steps"
+    if "beta" in adv:
+        how += f", beta {adv['beta']:g}"
+    return f"{method} (robust-trained: {how})"

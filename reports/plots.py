@@ -361,6 +361,10 @@ def all_figures(report: Report) -> tuple[list[Figure], list[str]]:
     fig = prompt_length_plot(report)
     if fig:
         figs.append(fig)
+    from reports import frontier
+
+    if frontier.has_robust_variants(report):
+        figs.append(frontier.frontier_plot(report))
     if report.ablation is not None:
         fig, note = ablation_plot(report.ablation)
         if fig:

@@ -320,7 +320,7 @@ def variant_table(report: Report) -> Table:
         else:
             sha = str(sha)[:16]
         secs = float(samples[samples.variant == v].seconds.sum()) if len(samples) else math.nan
-        t.add([name(v), text(info.get("method", "")), Cell(fmt_params(p), None if _nan(p) else float(p)),
+        t.add([name(v), text(report.method(v)), Cell(fmt_params(p), None if _nan(p) else float(p)),
                text(hp_text), Cell(sha, None, "mono"), num(secs, "{:.1f}")])
     return t
 

@@ -82,6 +82,12 @@ class ModelCard:
     #: The study that made this model (``robust-ofa study run``): its name, file, SHA-256, content and the
     #: variables it ran with, so a variant can always be traced back to the exact study file.
     study: dict[str, Any] = field(default_factory=dict)
+    #: Adversarial training (``TrainConfig.adversarial()``: method, eps, steps, alpha, ratio[, beta]);
+    #: empty for standard training. Reports label such variants "robust-trained".
+    adversarial: dict[str, Any] = field(default_factory=dict)
+    #: Training compute: sample forward+backward passes of the whole tuning run (a batch of 32 counts 32; None: unknown,
+    #: e.g. a resumed run or a card from before it was recorded).
+    train_grad_evals: int | None = None
     card_version: int = CARD_VERSION
 
     def to_dict(self) -> dict[str, Any]:

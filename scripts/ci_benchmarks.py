@@ -27,7 +27,8 @@ def main() -> int:
     cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "--benchmark-only", "-p", "no:cacheprovider",
            f"--benchmark-json={out}", str(ROOT / "tests" / "test_bench_model.py"),
            str(ROOT / "tests" / "test_bench_attacks.py"), str(ROOT / "tests" / "test_bench_text.py"),
-           str(ROOT / "tests" / "test_bench_answers.py"), str(ROOT / "tests" / "test_bench_distributed.py")]
+           str(ROOT / "tests" / "test_bench_answers.py"), str(ROOT / "tests" / "test_bench_distributed.py"),
+           str(ROOT / "tests" / "test_bench_adv_train.py")]
     rc = subprocess.call(cmd, cwd=ROOT)
     if rc != 0:
         return rc

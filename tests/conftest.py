@@ -131,3 +131,16 @@ def task_model(task_tok):
                     decoder_ffn_dim=64, resnet_layers=[1, 1, 1], max_position_embeddings=128)
     torch.manual_seed(0)
     return randomize(OFAModel(cfg), std=0.1).eval()
+
+
+def embedded_ve(tokenizer, n: int):
+    """(model, VE task, n generated test samples) on the embedded zoo's architecture at its image size,
+    fresh weights: what the speed benchmarks time (speed does not depend on the weights)."""
+    from robustbench_ofa.data import synthetic as syn
+    from robustbench_ofa.tasks import get_task
+    from robustbench_ofa.zoo.recipe import EMBEDDED
+
+    torch.manual_seed(0)
+    model = OFAModel(OFAConfig(**{**EMBEDDED.model, "vocab_size": tokenizer.vocab_size})).eval()
+    task = get_task("ve", tokenizer, EMBEDDED.image_size)
+    return model, task, syn.generate("ve", "test", n, EMBEDDED.scene_config())

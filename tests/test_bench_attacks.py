@@ -12,13 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torchattacks
+from conftest import embedded_ve
 
 from attacks import AttackParams, run_attack
 from attacks.views import TaskView
-from robustbench_ofa.data import synthetic as syn
-from robustbench_ofa.models import OFAConfig, OFAModel
-from robustbench_ofa.tasks import get_task
-from robustbench_ofa.zoo.recipe import EMBEDDED
 
 pytestmark = pytest.mark.benchmark
 STEPS = 10
@@ -26,12 +23,8 @@ STEPS = 10
 
 @pytest.fixture(scope="module")
 def setup(micro_tokenizer):
-    torch.manual_seed(0)
-    cfg = OFAConfig(**{**EMBEDDED.model, "vocab_size": micro_tokenizer.vocab_size})
-    model = OFAModel(cfg).eval()
-    task = get_task("ve", micro_tokenizer, EMBEDDED.image_size)
-    batch = task.collate(syn.generate("ve", "test", 16, EMBEDDED.scene_config()))
-    return model, task, batch
+    model, task, samples = embedded_ve(micro_tokenizer, 16)
+    return model, task, task.collate(samples)
 
 
 def _fwd_bwd(model, task, batch):

@@ -49,7 +49,11 @@ def test_micro_zoo_has_every_variant_with_a_full_card(home):
     assert index["models"] == RECIPE.names and index["fingerprint"] == RECIPE.fingerprint()
     assert [n.split("-", 1)[1] for n in RECIPE.names] == ["base", "finetune", "prompt-16", "prompt-64", "adapter",
                                                          "bitfit", "lora"]
-    for card in zoo.list_models(home, recipe=RECIPE):
+    cards = zoo.list_models(home, recipe=RECIPE)
+    for card in cards[len(RECIPE.names):]:  # the robust twins: listed, built only when asked for
+        assert card.name in RECIPE.on_demand_names and card.status == "not built (on demand)"
+        assert card.adversarial["method"] == "pgd"
+    for card in cards[:len(RECIPE.names)]:
         assert card.status == "built" and card.source == "embedded"
         assert set(card.clean) == {"grounding", "ve", "vqa"} and card.clean["ve"]["n"] == RECIPE.eval_n
         assert card.trainable_params > 0 and card.total_params >= card.trainable_params
@@ -99,7 +103,7 @@ def test_crash_during_build_resumes_and_ends_identical(home, tmp_path, monkeypat
         zoo.ensure_embedded(tmp_path, progress=False, recipe=RECIPE)
     root = zoo.zoo_root(tmp_path, RECIPE)
     assert not is_built(root)
-    assert all(c.status == "not built" for c in zoo.list_models(tmp_path, recipe=RECIPE))
+    assert all(c.status.startswith("not built") for c in zoo.list_models(tmp_path, recipe=RECIPE))
     base_file = artefact_dir(root, "base") / "model.safetensors"
     mtime = base_file.stat().st_mtime_ns
     monkeypatch.setattr(build_mod, "build_variant", real)
@@ -225,10 +229,13 @@ def test_cli_zoo_list_before_and_after_build(micro_default, home, tmp_path, caps
     assert "robust-ofa zoo build --with caption" in text
     assert lines[0].split()[:4] == ["name", "source", "method", "trainable"]
     assert "grounding" in lines[0] and "ve" in lines[0] and "vqa" in lines[0]
-    on_demand = recipe_mod.caption_recipe().names  # listed, built only when asked for
+    twins = RECIPE.on_demand_names  # the robust twins and the caption zoo: listed, built only when asked for
+    on_demand = twins + recipe_mod.caption_recipe().names
     assert len(lines) == 1 + len(RECIPE.names) + len(on_demand)
     assert all(line.rstrip().endswith(" built") for line in lines[1:1 + len(RECIPE.names)])
-    assert all(line.rstrip().endswith("not built") for line in lines[1 + len(RECIPE.names):])
+    rest = lines[1 + len(RECIPE.names):]
+    assert all(line.rstrip().endswith("(on demand)") for line in rest[:len(twins)])
+    assert all(line.rstrip().endswith("not built") for line in rest[len(twins):])
     assert main(["zoo", "list", "--home", str(home), "--json"]) == 0
     cards = json.loads(capsys.readouterr().out)
     assert [c["name"] for c in cards] == RECIPE.names + on_demand

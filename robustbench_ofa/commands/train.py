@@ -355,10 +355,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     tasks = _tasks_arg(args.task)
     grid = parse_grid(args.method, _grid_specs(args))
     points = expand_grid(grid)
+    config = _train_config(args, METHODS.get(args.method).default_lr, 300)  # bad options: before any work
     base_dir, entry = _resolve_base(args)
     image_size = args.image_size or entry.image_size
     tokenizer = entry.tokenizer
-    config = _train_config(args, METHODS.get(args.method).default_lr, 300)
     scene = _scene_fields(entry.card)
     data = _load_data(args.data, "synthetic:downstream_train", tasks, args.n, image_size, 1000, scene)
     eval_data = _eval_data(args, tasks, image_size, scene)

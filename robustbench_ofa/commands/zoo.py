@@ -25,9 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build the embedded zoo now (otherwise built on first use)")
     _add_home(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--with", dest="with_zoos", action="append", default=[], choices=["caption"],
-                   help="also build an on-demand zoo (caption: embedded-caption-*, otherwise built the first "
-                        "time --task caption is evaluated); repeatable")
+    p.add_argument("--with", dest="with_zoos", action="append", default=[], choices=["caption", "adversarial"],
+                   help="also build on-demand models (caption: the embedded-caption-* zoo, otherwise built the "
+                        "first time --task caption is evaluated; adversarial: the PGD-AT twins "
+                        "embedded-finetune-at and embedded-prompt-16-at, otherwise built when named); repeatable")
     p.set_defaults(handler=_cmd_build)
 
     p = sub.add_parser("show", help="print one model's card (JSON)")
@@ -86,13 +87,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from robustbench_ofa.zoo import ensure_embedded, list_models
+    from robustbench_ofa.zoo.build import ensure_on_demand
     from robustbench_ofa.zoo.recipe import caption_recipe, default_recipe
 
     recipes = [default_recipe()] + ([caption_recipe()] if "caption" in args.with_zoos else [])
+    names = {n for r in recipes for n in r.names}
     for recipe in recipes:
         root = ensure_embedded(args.home, progress=not args.quiet, recipe=recipe)
+        if "adversarial" in args.with_zoos:
+            for name in recipe.on_demand_names:
+                ensure_on_demand(root, recipe, name[len(recipe.prefix) + 1:], progress=not args.quiet)
+                names.add(name)
         print(f"{recipe.prefix} zoo: {root}")
-    names = {n for r in recipes for n in r.names}
     print(format_table([c for c in list_models(args.home) if c.name in names]))
     return 0
 

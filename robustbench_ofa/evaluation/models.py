@@ -61,6 +61,10 @@ class Catalog:
                 out[name] = {"name": name, "method": card.method, "trainable_params": card.trainable_params,
                              "total_params": card.total_params, "hparams": card.hparams, "sha256": card.sha256,
                              "clean": card.clean, "base": card.base}
+                if card.adversarial:  # robust-trained: labelled in the reports, placed on the frontier
+                    out[name]["adversarial"] = card.adversarial
+                if card.train_grad_evals is not None:
+                    out[name]["train_grad_evals"] = card.train_grad_evals
                 if name in self.paths:  # tables and reports show the name; the run metadata keeps the folder
                     out[name]["path"] = card.path or str(Path(self.paths[name]).expanduser().resolve())
         return out

@@ -12,7 +12,6 @@ each round's rows are gathered onto every rank's replica of the store (``evaluat
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -30,6 +29,7 @@ from robustbench_ofa.evaluation.config import EvalConfig
 from robustbench_ofa.evaluation.distributed import SINGLE, Dist
 from robustbench_ofa.evaluation.precision import attack_precision
 from robustbench_ofa.evaluation.store import ResultsStore
+from robustbench_ofa.seeds import sample_seed
 from robustbench_ofa.stats import wilson_interval
 from robustbench_ofa.tasks import Task, TaskBatch, get_task, task_class
 
@@ -50,12 +50,6 @@ VariantLoader = Callable[[str], LoadedVariant]
 #: The white-box attack of the transfer matrix (the large-eps check's are ``EvalConfig.sanity_attacks``).
 TRANSFER_ATTACK = "pgd"
 DataSource = Callable[[str, int], list[Sample]]
-
-
-def sample_seed(*parts: object) -> int:
-    """A stable 31-bit seed from any parts (never Python's salted ``hash``)."""
-    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def _sample_rows(samples: Sequence[Sample]):

@@ -32,6 +32,23 @@ from robustbench_ofa.errors import RobustOFAError
 
 DECAYS = ("linear", "cosine", "constant")
 MIXES = ("alternate", "sum")
+#: Adversarial training (``training.adversarial``): none, PGD-AT (Madry et al.), TRADES (Zhang et al.),
+#: FGSM with a random start (Wong et al., "Fast is better than free").
+ADV_METHODS = ("none", "pgd", "trades", "fgsm-rs")
+#: The adversarial settings, stored only when ``adv`` is not "none" (so standard runs, their resume keys
+#: and the zoo recipes' hashes are what they were before adversarial training existed).
+ADV_FIELDS = ("adv", "adv_eps", "adv_steps", "adv_alpha", "adv_ratio", "adv_beta")
+
+
+def _budget(text: str) -> float:
+    """An L-inf budget such as ``4/255`` or ``0.0157``."""
+    from attacks.threat import parse_eps_list
+
+    return parse_eps_list(text, "--adv-eps")[0][1]
+
+
+def _adv_eps(value: Any) -> str | None:
+    return None if isinstance(value, (int, float)) and 0 < value <= 1 else "an L-inf budget in (0, 1], e.g. 4/255"
 
 
 @dataclass
@@ -80,6 +97,19 @@ class TrainConfig:
     log_every: int = opt(10, help="log every N steps", check=count)
     #: Write a resumable checkpoint every this many steps (0 = never, so no resume either).
     checkpoint_every: int = opt(0, help="write a resumable checkpoint every N steps (0: never)", check=count)
+    #: Adversarial training: each step's batch (a share ``adv_ratio`` of it) is attacked first by the
+    #: evaluation's own L-inf engine and objective (``attacks.engines.run_pgd`` on a ``TaskView``).
+    adv: str = opt("none", help="adversarial training: pgd (PGD-AT), trades (TRADES), fgsm-rs (FGSM with a "
+                                "random start) or none", choices=lambda: ADV_METHODS, check=one_of(ADV_METHODS))
+    adv_eps: float = opt(4 / 255, parse=_budget, text="4/255", check=_adv_eps,
+                         help="L-inf budget of the training attack (e.g. 4/255)")
+    adv_steps: int = opt(3, help="steps of the training attack (pgd, trades; fgsm-rs takes 1)", check=positive)
+    adv_alpha: float | None = opt(None, type=float, check=optional(positive_number),
+                                  help="step size of the training attack (default: 2.5 eps / steps for pgd and "
+                                       "trades, 1.25 eps for fgsm-rs)")
+    adv_ratio: float = opt(1.0, check=lambda v: None if isinstance(v, (int, float)) and 0 < v <= 1
+                           else "a share in (0, 1]", help="share of each batch that is attacked")
+    adv_beta: float = opt(6.0, check=non_negative, help="TRADES: weight of the robustness (KL) term")
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):
@@ -112,7 +142,28 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        if self.adv == "none":
+            for k in ADV_FIELDS:
+                d.pop(k)
         return d
+
+    @property
+    def adv_step_size(self) -> float:
+        """The training attack's step: ``adv_alpha``, else 2.5 eps / steps (PGD, TRADES) or 1.25 eps (FGSM-RS)."""
+        if self.adv_alpha is not None:
+            return self.adv_alpha
+        return 1.25 * self.adv_eps if self.adv == "fgsm-rs" else 2.5 * self.adv_eps / self.adv_steps
+
+    def adversarial(self) -> dict[str, Any] | None:
+        """What cards and reports show of the adversarial training (None for standard training)."""
+        if self.adv == "none":
+            return None
+        steps = 1 if self.adv == "fgsm-rs" else self.adv_steps
+        out = {"method": self.adv, "eps": self.adv_eps, "steps": steps, "alpha": self.adv_step_size,
+               "ratio": self.adv_ratio}
+        if self.adv == "trades":
+            out["beta"] = self.adv_beta
+        return out
 
     def resume_key(self) -> dict[str, Any]:
         """The fields that change the trained weights (bookkeeping intervals and eval settings excluded)."""

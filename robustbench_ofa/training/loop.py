@@ -33,6 +33,7 @@ from robustbench_ofa.data.types import Sample
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.tasks import TASK_REGISTRY
 from robustbench_ofa.tasks.base import Task
+from robustbench_ofa.training.adversarial import adversarial_batch, trades_term
 from robustbench_ofa.training.checkpoint import checkpoint_path, load_checkpoint, restore, save_checkpoint
 from robustbench_ofa.training.config import TrainConfig
 from robustbench_ofa.training.schedule import lr_factor, make_plan
@@ -56,6 +57,9 @@ class TrainResult:
     final_loss: float
     resumed_from: int = 0
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Sample forward+backward passes of the steps this call ran (training compute: a plain step costs 1
+    #: per sample; PGD-AT with k steps k + 1 per attacked sample, TRADES k + 3).
+    grad_evals: int = 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -232,6 +236,7 @@ def train(
     t_start = time.perf_counter()
     window_loss, window_tokens, window_samples, window_t0 = 0.0, 0, 0, time.perf_counter()
     last_loss = math.nan
+    grad_evals = 0  # sample forward+backward passes (training compute; a resumed run counts from its restart)
     result_metrics: dict[str, dict[str, float]] = {}
     model.train()
     for step in range(start, total):
@@ -242,10 +247,23 @@ def train(
             task = tasks[planned.task]
             samples = [train_data[planned.task][i] for i in planned.indices]
             batch = task.collate(samples).to(device)
+            robust_term = None
+            if config.adv != "none":  # the inner maximisation (eval mode, image gradients only)
+                adv = adversarial_batch(model, task, batch, config, step)
+                grad_evals += adv.grad_evals
+                with _autocast(config):
+                    if config.adv == "trades":  # natural loss on clean images + beta x KL(clean || adv)
+                        robust_term = config.adv_beta * trades_term(model, task, adv, batch)
+                        grad_evals += 2 * len(adv.rows)  # the KL term's clean and adversarial passes
+                    else:  # PGD-AT / FGSM-RS: the loss on the attacked images
+                        batch = adv.batch
             with _autocast(config):
                 per_sample = task.loss(model, batch, label_smoothing=config.label_smoothing)
+            grad_evals += len(samples)
             n_tokens = int(batch.targets.ne(pad).sum())
             loss = per_sample.float().sum() / max(n_tokens, 1)
+            if robust_term is not None:
+                loss = loss + robust_term.float()
             if not torch.isfinite(loss):
                 raise RobustOFAError(f"train: loss became {loss.item()} at step {step + 1} (task {planned.task}); "
                                      "lower the learning rate")
@@ -292,7 +310,7 @@ def train(
         result_metrics = evaluate_tasks(model, tasks, eval_data, config.eval_batch_size)
     model.eval()
     return TrainResult(steps=total, seconds=round(time.perf_counter() - t_start, 2), final_loss=last_loss,
-                       resumed_from=start, metrics=result_metrics)
+                       resumed_from=start, metrics=result_metrics, grad_evals=grad_evals)
 
 
 def remove_checkpoint(out_dir: str | Path) -> None:

@@ -137,7 +137,8 @@ def train_evaluate_save(
                      base=info.base, train=config.to_dict(), data=info.data, clean=clean,
                      versions=package_versions(), seed=info.seed, image_size=info.image_size,
                      source=info.source, status="built", notes=notes,
-                     study=dict(info.study))
+                     study=dict(info.study), adversarial=config.adversarial() or {},
+                     train_grad_evals=result.grad_evals if result.resumed_from == 0 else None)
     if info.answers:
         from robustbench_ofa.tasks.answers import write_answers
 

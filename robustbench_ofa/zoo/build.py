@@ -30,7 +30,7 @@ from robustbench_ofa.cards import package_versions
 from robustbench_ofa.io import atomic_write_text
 from robustbench_ofa.training.pipeline import RunInfo, fresh_stage, publish_stage, train_evaluate_save
 from robustbench_ofa.zoo.home import ZOO_DIR, ensure_home
-from robustbench_ofa.zoo.recipe import ZooRecipe, default_recipe
+from robustbench_ofa.zoo.recipe import VariantRecipe, ZooRecipe, default_recipe
 
 INDEX_FILE = "zoo.json"
 TOKENIZER_DIR = "tokenizer"
@@ -173,12 +173,13 @@ def build_base(root: Path, recipe: ZooRecipe, tokenizer, eval_data, progress: bo
 
 
 def build_variant(root: Path, recipe: ZooRecipe, index: int, tokenizer, train_data, eval_data,
-                  progress: bool) -> None:
-    """Tune one variant of the base multi-task on the downstream training split."""
+                  progress: bool, spec: VariantRecipe | None = None) -> None:
+    """Tune one variant of the base multi-task on the downstream training split (``spec``: an on-demand
+    variant, seeded after the standard ones; default ``recipe.variants[index]``)."""
     from robustbench_ofa.models.loading import load_pretrained
     from robustbench_ofa.tuning import get_method
 
-    spec = recipe.variants[index]
+    spec = spec or recipe.variants[index]
     final = artefact_dir(root, spec.name)
     if final.is_dir():
         return
@@ -226,6 +227,26 @@ def build_zoo(root: Path, recipe: ZooRecipe, progress: bool = True) -> Path:
         _write_index(root, recipe, time.perf_counter() - t0)
     _say(f"{recipe.prefix} model zoo ready ({time.perf_counter() - t0:.0f} s)", progress)
     return root
+
+
+def ensure_on_demand(root: Path, recipe: ZooRecipe, short: str, progress: bool = True) -> Path:
+    """Build on-demand variant ``short`` of a built zoo (same base, tokenizer and data) if it is missing."""
+    final = artefact_dir(root, short)
+    if final.is_dir():
+        return final
+    index, spec = recipe.variant(short)
+    t0 = time.perf_counter()
+    with _build_lock(root), deterministic(recipe.num_threads):
+        if not final.is_dir():
+            _say(f"building {recipe.model_name(short)} ({spec.method}, {spec.train.adv} adversarial training) "
+                 f"on demand in {root}", progress)
+            tokenizer = build_tokenizer(root, recipe)
+            eval_data = _data(recipe, "downstream_test", recipe.eval_n)
+            train_data = _data(recipe, "downstream_train", recipe.downstream_n)
+            build_variant(root, recipe, index, tokenizer, train_data, eval_data, progress, spec=spec)
+            shutil.rmtree(root / WORK_DIR, ignore_errors=True)
+            _say(f"{recipe.model_name(short)} ready ({time.perf_counter() - t0:.0f} s)", progress)
+    return final
 
 
 def ensure_embedded(home: str | Path | None = None, progress: bool = True, recipe: ZooRecipe | None = None) -> Path:

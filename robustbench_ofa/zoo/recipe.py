@@ -56,6 +56,9 @@ class ZooRecipe:
     model: dict[str, Any] = field(default_factory=dict)
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=100))
     variants: tuple[VariantRecipe, ...] = ()
+    #: Variants of the same base built only when asked for (by name, or ``zoo build --with adversarial``):
+    #: not part of the fingerprint, so adding them leaves the zoo folder and its built models as they are.
+    on_demand: tuple[VariantRecipe, ...] = ()
     eval_beam: int = 1
     eval_batch_size: int = 64
     seed: int = 0
@@ -64,7 +67,7 @@ class ZooRecipe:
     num_threads: int | None = 2
 
     def __post_init__(self) -> None:
-        names = [v.name for v in self.variants]
+        names = [v.name for v in (*self.variants, *self.on_demand)]
         if len(set(names)) != len(names) or "base" in names:
             raise RobustOFAError(f"zoo recipe: variant names must be unique and not 'base', got {names}")
         unknown = sorted(set(self.task_weights) - set(self.tasks))
@@ -78,6 +81,7 @@ class ZooRecipe:
         data = dataclasses.asdict(self)
         data["pretrain"] = self.pretrain.to_dict()
         data["variants"] = [{**dataclasses.asdict(v), "train": v.train.to_dict()} for v in self.variants]
+        data.pop("on_demand")
         return data
 
     def fingerprint(self) -> str:
@@ -102,6 +106,22 @@ class ZooRecipe:
         """Model names in build order: the base first, then the variants."""
         return [self.model_name("base")] + [self.model_name(v.name) for v in self.variants]
 
+    @property
+    def on_demand_names(self) -> list[str]:
+        """Names of the variants built only when asked for (``on_demand``)."""
+        return [self.model_name(v.name) for v in self.on_demand]
+
+    def variant(self, short: str) -> tuple[int, VariantRecipe]:
+        """(seed offset, recipe) of variant ``short``. A robust twin ``NAME-at`` takes its standard twin
+        NAME's offset, so both start from the same initialisation and see the same data order; other
+        on-demand variants continue after the standard ones."""
+        every = (*self.variants, *self.on_demand)
+        index = next(i for i, v in enumerate(every) if v.name == short)
+        standard = [v.name for v in self.variants]
+        if short.endswith("-at") and short[:-3] in standard:
+            return standard.index(short[:-3]), every[index]
+        return index, every[index]
+
 
 #: Every tuning method the embedded zoo demonstrates. Each method's learning rate is the best of a small
 #: grid by mean accuracy on ``downstream_val`` (never the test split), 300 steps from the embedded base:
@@ -119,6 +139,20 @@ def _embedded_variants(steps: int, batch: int) -> tuple[VariantRecipe, ...]:
         VariantRecipe("bitfit", "bitfit", {}, cfg(2e-2, weight_decay=0.0)),
         VariantRecipe("lora", "lora", {"rank": 8, "alpha": 16.0}, cfg(1e-2)),
     )
+
+
+#: The default report budget's smallest L-inf eps (``evaluation.config.DEFAULT_EPS``): what the robust
+#: variants are trained at, 3 PGD steps of 2.5 eps / 3 (Madry et al.'s step rule).
+AT_EPS = 4 / 255
+
+
+def _adversarial_variants(standard: tuple[VariantRecipe, ...]) -> tuple[VariantRecipe, ...]:
+    """PGD-AT twins of finetune and prompt-16: same method, hyper-parameters, data and schedule; only the
+    training attack differs (``--adv pgd``), so a robustness difference is the adversarial training's."""
+    twins = {v.name: v for v in standard}
+    return tuple(VariantRecipe(f"{name}-at", twins[name].method, dict(twins[name].hparams),
+                               twins[name].train.replace(adv="pgd", adv_eps=AT_EPS, adv_steps=3))
+                 for name in ("finetune", "prompt-16") if name in twins)
 
 
 #: The embedded zoo. Chosen so that the whole zoo builds in about 10 minutes on 2 CPU cores
@@ -158,6 +192,7 @@ EMBEDDED = ZooRecipe(
     task_weights={"ve": 1.5, "vqa": 2.0},
     pretrain=TrainConfig(lr=1e-3, max_steps=3000, batch_size=32, warmup_ratio=0.05, seed=0, log_every=20),
     variants=_embedded_variants(steps=300, batch=32),
+    on_demand=_adversarial_variants(_embedded_variants(steps=300, batch=32)),
 )
 
 
@@ -171,6 +206,7 @@ EMBEDDED_CAPTION = dataclasses.replace(
     EMBEDDED, prefix="embedded-caption", tasks=("caption",), task_weights={},
     pretrain=TrainConfig(lr=1e-3, max_steps=2000, batch_size=32, warmup_ratio=0.05, seed=0, log_every=20),
     variants=tuple(v for v in _embedded_variants(steps=300, batch=32) if v.name in ("finetune", "prompt-16")),
+    on_demand=(),
 )
 
 
@@ -191,7 +227,7 @@ def embedded_recipes() -> tuple[ZooRecipe, ...]:
 
 def recipe_for_name(name: str) -> ZooRecipe | None:
     """The embedded recipe that makes model ``name`` (None: not an embedded name)."""
-    return next((r for r in embedded_recipes() if name in r.names), None)
+    return next((r for r in embedded_recipes() if name in r.names or name in r.on_demand_names), None)
 
 
 def recipe_for_tasks(tasks: list[str] | None) -> ZooRecipe:
@@ -210,15 +246,18 @@ def micro_recipe(**overrides: Any) -> ZooRecipe:
     """A seconds-long recipe with the embedded zoo's structure, for tests (each method shrinks its own
     hyper-parameters: ``TuningMethod.micro_hparams``)."""
     train = dict(max_steps=4, batch_size=4, warmup_steps=1, log_every=2)
-    variants = tuple(VariantRecipe(v.name, v.method, METHODS.get(v.method).micro_hparams(v.hparams),
-                                   v.train.replace(**train))
-                     for v in EMBEDDED.variants)
+    def shrink(specs: tuple[VariantRecipe, ...]) -> tuple[VariantRecipe, ...]:
+        return tuple(VariantRecipe(v.name, v.method, METHODS.get(v.method).micro_hparams(v.hparams),
+                                   v.train.replace(**train)) for v in specs)
+
+    variants, on_demand = shrink(EMBEDDED.variants), shrink(EMBEDDED.on_demand)
     fields: dict[str, Any] = dict(
         prefix="micro", image_size=32, pretrain_n=8, downstream_n=8, eval_n=4, bpe_vocab_size=400, num_bins=16,
         model=dict(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                    decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, resnet_layers=[1, 1, 1],
                    resnet_base_planes=4, max_position_embeddings=128, dropout=0.0),
-        pretrain=TrainConfig(lr=1e-3, **train), variants=variants, eval_batch_size=8, num_threads=1,
+        pretrain=TrainConfig(lr=1e-3, **train), variants=variants, on_demand=on_demand, eval_batch_size=8,
+        num_threads=1,
         task_weights=dict(EMBEDDED.task_weights), scene=dict(EMBEDDED.scene),
     )
     fields.update(overrides)

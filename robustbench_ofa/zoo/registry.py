@@ -18,7 +18,7 @@ from typing import Any
 from robustbench_ofa.cards import CARD_FILE, ModelCard
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.io import atomic_write_text
-from robustbench_ofa.zoo.build import artefact_dir, ensure_embedded, is_built, zoo_root
+from robustbench_ofa.zoo.build import artefact_dir, ensure_embedded, ensure_on_demand, is_built, zoo_root
 from robustbench_ofa.zoo.home import REGISTRY_FILE, ensure_home, resolve_home
 from robustbench_ofa.zoo.recipe import ZooRecipe, default_recipe, embedded_recipes, recipe_for_name
 
@@ -171,14 +171,16 @@ def embedded_names(recipe: ZooRecipe | None = None) -> list[str]:
 def _embedded_card(root: Path, recipe: ZooRecipe, name: str) -> ModelCard:
     short = name[len(recipe.prefix) + 1:]
     folder = artefact_dir(root, short)
-    if is_built(root):
+    on_demand = name in recipe.on_demand_names
+    if is_built(root) and (not on_demand or folder.is_dir()):
         return ModelCard.read(folder)
-    spec = {v.name: v for v in recipe.variants}.get(short)
+    spec = {v.name: v for v in (*recipe.variants, *recipe.on_demand)}.get(short)
     method = "pretrain" if spec is None else spec.method
     return ModelCard(name=name, method=method, tasks=list(recipe.tasks),
                      base=None if spec is None else recipe.model_name("base"),
                      hparams={} if spec is None else dict(spec.hparams), image_size=recipe.image_size,
-                     seed=recipe.seed, status="not built")
+                     seed=recipe.seed, status="not built (on demand)" if on_demand else "not built",
+                     adversarial=(spec.train.adversarial() or {}) if spec is not None else {})
 
 
 def list_models(home: str | Path | None = None, recipe: ZooRecipe | None = None) -> list[ModelCard]:
@@ -187,7 +189,7 @@ def list_models(home: str | Path | None = None, recipe: ZooRecipe | None = None)
     Never builds anything; a registered folder that has gone missing is listed with status "missing".
     """
     recipes = [recipe] if recipe is not None else list(embedded_recipes())
-    cards = [_embedded_card(zoo_root(home, r), r, n) for r in recipes for n in r.names]
+    cards = [_embedded_card(zoo_root(home, r), r, n) for r in recipes for n in (*r.names, *r.on_demand_names)]
     for name, entry in sorted(_read_registry(home).items()):
         path = Path(entry["path"])
         try:
@@ -204,11 +206,13 @@ def get(name_or_path: str | Path, home: str | Path | None = None, device: str = 
         recipe: ZooRecipe | None = None) -> ZooModel:
     """Load a zoo model by name (embedded models are built on first use) or any model folder by path."""
     key = str(name_or_path)
-    recipe = recipe if recipe is not None and key in recipe.names else (recipe_for_name(key) or recipe
-                                                                         or default_recipe())
-    if key in recipe.names:
+    mine = recipe is not None and (key in recipe.names or key in recipe.on_demand_names)
+    recipe = recipe if mine else (recipe_for_name(key) or recipe or default_recipe())
+    if key in recipe.names or key in recipe.on_demand_names:
         root = ensure_embedded(home, progress=progress, recipe=recipe)
         short = key[len(recipe.prefix) + 1:]
+        if key in recipe.on_demand_names:  # robust-trained twins: built the first time they are asked for
+            ensure_on_demand(root, recipe, short, progress=progress)
         folder = artefact_dir(root, short)
         base_dir = None if short == "base" else artefact_dir(root, "base")
         return load_folder(folder, key, device=device, base_dir=base_dir)
@@ -219,7 +223,7 @@ def get(name_or_path: str | Path, home: str | Path | None = None, device: str = 
     path = Path(key).expanduser()
     if path.exists():
         return load_folder(path, None, device=device)
-    known = [n for r in embedded_recipes() for n in r.names] + sorted(registry)
+    known = [n for r in embedded_recipes() for n in (*r.names, *r.on_demand_names)] + sorted(registry)
     raise RobustOFAError(f"unknown model '{key}': not a zoo name ({', '.join(known)}) nor an existing folder")
 
 
