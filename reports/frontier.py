@@ -103,6 +103,8 @@ def frontier_sentences(report: Report) -> list[str]:
             if r is None:
                 continue
             n = int(r["n"])
+            if n == 0:  # no sample both variants were scored on
+                continue
             both = round(r["acc_a"] * n) - int(r["only_a"])  # acc_a = (both + only_a) / n
             neither = n - both - int(r["only_a"]) - int(r["only_b"])
             lo, hi = paired_diff_ci(max(both, 0), int(r["only_a"]), int(r["only_b"]), max(neither, 0))
@@ -168,10 +170,14 @@ def _standard_twin(report: Report, v: str) -> str | None:
 
 
 def _standard_attacks_acc(report: Report, v: str, task: str, label: str) -> float | None:
-    """Robust accuracy after the run's own (non-adaptive) attacks: the per-attack table is cumulative in
-    attack order, and the adaptive set runs after them, so it is the lowest of their rows."""
+    """Robust accuracy after the run's own white-box attacks. The per-attack table is cumulative in
+    cascade order, and under ``--protocol strong`` the adaptive set runs after the run's white-box attacks
+    and before its black-box ones (``EvalConfig.image_attacks``), so this is the lowest of the white-box
+    rows; the run's black-box attacks are left out of this number."""
+    from attacks import ATTACKS
+
     attacks = report.tables["attacks"]
-    own = set(report.settings.get("attacks") or [])
+    own = [a for a in report.settings.get("attacks") or [] if a in ATTACKS and ATTACKS.get(a).white_box]
     rows = attacks[(attacks.variant == v) & (attacks.task == task) & (attacks.norm == "linf")
                    & (attacks.eps_label == label) & attacks.attack.isin(own)]
     return float(rows.robust_acc.min()) if len(rows) else None
@@ -202,7 +208,7 @@ def survival_sentences(report: Report) -> list[str]:
                 continue
             survives = r["diff"] > 0 and r["p_value"] < ALPHA
             out.append(f"{task}, L-inf {label}: {v} vs its standard twin {s}: {fmt_points(a - b)} points under the "
-                       f"run's own attacks, {fmt_points(r['diff'])} points under the strong protocol "
+                       f"run's own white-box attacks, {fmt_points(r['diff'])} points under the strong protocol "
                        f"({fmt_p(r['p_value'])}, n = {int(r['n'])}): the gain "
                        + ("survives the strong protocol." if survives else "does not survive the strong protocol."))
     return out

@@ -74,8 +74,8 @@ def test_pgd_at_is_more_robust_than_its_standard_twin(colour_model):
     for adv in ("none", "pgd"):
         model = copy.deepcopy(base)
         get_method("finetune").apply(model)
-        cfg = TrainConfig(lr=2e-3, batch_size=16, max_steps=40, num_threads=2, seed=1, adv=adv,
-                          adv_eps=ROBUST_EPS, adv_steps=3)
+        at = {} if adv == "none" else {"adv": adv, "adv_eps": ROBUST_EPS, "adv_steps": 3}
+        cfg = TrainConfig(lr=2e-3, batch_size=16, max_steps=40, num_threads=2, seed=1, **at)
         train(model, {"vqa": task}, {"vqa": colour_samples(256, 6)}, cfg, progress=False)
         twins[adv] = model.eval()
     batch = task.collate(colour_samples(96, 11))
@@ -95,6 +95,7 @@ def test_pgd_at_is_more_robust_than_its_standard_twin(colour_model):
     ("adv_eps", -0.1, "training config field 'adv_eps'"),
     ("adv_steps", 0, "training config field 'adv_steps'"),
     ("adv_ratio", 0.0, "training config field 'adv_ratio'"),
+    ("adv_eps", 8 / 255, "'adv_eps': applies only with adversarial training"),  # would be silently ignored
 ])
 def test_bad_adversarial_settings_are_refused(field, value, fragment):
     with pytest.raises(RobustOFAError, match=fragment):

@@ -42,8 +42,8 @@ def _fresh(setup, adv: str):
 
 
 def _train(tuned, task, samples, adv: str):
-    cfg = TrainConfig(lr=1e-4, batch_size=16, max_steps=STEPS, warmup_steps=0, adv=adv, adv_eps=4 / 255,
-                      adv_steps=K)
+    at = {} if adv == "none" else {"adv": adv, "adv_eps": 4 / 255, "adv_steps": K}
+    cfg = TrainConfig(lr=1e-4, batch_size=16, max_steps=STEPS, warmup_steps=0, **at)
     return train(tuned, {"ve": task}, {"ve": samples}, cfg, progress=False)
 
 

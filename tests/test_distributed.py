@@ -201,6 +201,15 @@ def test_killed_rank_then_one_process_resumes_to_the_same_rows(entry, home, refe
     assert _numbers(out) == _numbers(reference)
 
 
+def test_a_refused_resume_stops_every_rank_with_the_same_line(entry, home, reference, tmp_path):
+    """Rank 0 alone opens the results file; its refusal (another run's settings) reaches every rank."""
+    args = _args(home, reference)
+    args[args.index("--n-samples") + 1] = "10"
+    proc = _run(entry, args, nproc=2, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert proc.stderr.count("holds a different run (setting 'n_samples' differs") == 2
+
+
 HASH_CHECK = """
 import sys
 from pathlib import Path

@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
         return store
 
     if dist.active:  # rank 0 owns the file; the others hold an in-memory replica of it
-        main_store = open_store() if dist.is_main else None
+        main_store = dist.raise_together(open_store, dist.is_main)  # a refused resume stops every rank
         image = dist.agree(lambda: main_store.snapshot() if main_store else None, main_only=True)
         store = main_store or ResultsStore.replica(out / "results.sqlite", image)
     else:

@@ -13,6 +13,7 @@ Without torchrun (``WORLD_SIZE`` unset or 1) :data:`SINGLE` is used and nothing 
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -79,15 +80,20 @@ class Dist:
 
             dist.barrier()
 
-    def _raise_together(self, fn: Callable[[], T], runs: bool) -> T | None:
-        """Run ``fn`` where ``runs``; a ``RobustOFAError`` on any rank is then raised on every rank,
-        instead of one rank raising while the others wait in the next collective."""
+    def raise_together(self, fn: Callable[[], T], runs: bool) -> T | None:
+        """Run ``fn`` where ``runs``; an error on any rank is then raised on every rank (as one line,
+        naming the rank for anything but a ``RobustOFAError``), instead of one rank raising while the
+        others wait in the next collective."""
         result, error = None, None
         if runs:
             try:
                 result = fn()
             except RobustOFAError as exc:
                 error = str(exc)
+            except Exception as exc:  # noqa: BLE001  (re-raised on every rank below)
+                if not self.active:
+                    raise
+                error = f"rank {self.rank}: {type(exc).__name__}: {exc}"
         errors = [e for e in self.all_gather(error) if e]
         if errors:
             raise RobustOFAError(errors[0])
@@ -95,7 +101,7 @@ class Dist:
 
     def agree(self, fn: Callable[[], T], main_only: bool = False) -> T:
         """Run ``fn`` on every rank (or on rank 0 only, its result broadcast); errors raised together."""
-        result = self._raise_together(fn, self.is_main or not main_only)
+        result = self.raise_together(fn, self.is_main or not main_only)
         return self.broadcast(result) if main_only else result
 
     def main_first(self, fn: Callable[[], T]) -> T:
@@ -103,8 +109,8 @@ class Dist:
         others wait, then found by them); errors raised together."""
         if not self.active:
             return fn()
-        first = self._raise_together(fn, self.is_main)
-        later = self._raise_together(fn, not self.is_main)
+        first = self.raise_together(fn, self.is_main)
+        later = self.raise_together(fn, not self.is_main)
         return first if self.is_main else later
 
     def close(self) -> None:
@@ -140,7 +146,9 @@ def from_env(device: str) -> tuple[Dist, str]:
             import torch
 
             torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
+        # Collectives wait while rank 0 builds the embedded zoo or a robust twin (minutes): NCCL's default
+        # 10-minute timeout would end such a first run. A rank that dies still ends the job at once (torchrun).
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=2))
     return Dist(rank=rank, world=world, local_rank=local, backend=backend), device
 
 

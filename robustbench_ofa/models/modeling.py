@@ -12,6 +12,7 @@ relative-position biases (1-D buckets for text, 2-D for image patches) enter eve
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -380,22 +381,30 @@ class OFAModel(PreTrainedModel):
                 m.impl = impl
 
     # -- forward -----------------------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        """Pickling (``torch.save(model)``) leaves out the weak reference of the last checked ids."""
+        state = dict(super().__getstate__())
+        state.pop("_checked_ids", None)
+        return state
+
     @staticmethod
     def _ids_key(input_ids: torch.Tensor) -> tuple | None:
         """What identifies an already range-checked ids tensor on an accelerator (None on CPU: always
         checked, it is cheap). Reading max/min back is a host sync, and an attack passes the same ids
-        tensor at every step, so on a GPU it is checked once (same storage, shape and version)."""
+        tensor at every step, so on a GPU it is checked once: the same tensor object (a weak reference,
+        so a new tensor at a recycled address is checked again) at the same version."""
         if input_ids.device.type == "cpu":
             return None
-        return input_ids.data_ptr(), tuple(input_ids.shape), input_ids._version, str(input_ids.device)
+        return weakref.ref(input_ids), input_ids._version
 
     def check_inputs(self, input_ids: torch.Tensor | None, patch_images: torch.Tensor | None) -> None:
         """One-line errors for malformed inputs, before they become shape errors deep in the network."""
         if input_ids is not None:
             if input_ids.dim() != 2:
                 raise RobustOFAError(f"input_ids: expected shape (batch, length), got {tuple(input_ids.shape)}")
-            key = self._ids_key(input_ids)
-            if input_ids.numel() and (key is None or key != getattr(self, "_checked_ids", None)):
+            key, seen = self._ids_key(input_ids), getattr(self, "_checked_ids", None)
+            same = key is not None and seen is not None and seen[0]() is input_ids and seen[1] == key[1]
+            if input_ids.numel() and not same:
                 if int(input_ids.max()) >= self.config.vocab_size or int(input_ids.min()) < 0:
                     raise RobustOFAError(f"input_ids: token ids must lie in [0, {self.config.vocab_size})")
                 self._checked_ids = key

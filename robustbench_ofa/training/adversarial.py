@@ -31,7 +31,7 @@ from robustbench_ofa.training.config import TrainConfig
 
 
 class _TradesObjective(Objective):
-    """TRADES' inner objective: KL(p(x_adv) || p(x)) on the task's attack logits (p(x) fixed)."""
+    """TRADES' inner objective: KL(p(x) || p(x_adv)) on the task's attack logits (p(x) fixed)."""
 
     def __init__(self, view: TaskView, clean_logits: torch.Tensor):
         super().__init__(view)

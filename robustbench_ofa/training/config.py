@@ -122,6 +122,12 @@ class TrainConfig:
                      label=lambda f: f"training config field '{f.name}'", show=repr)
         if self.max_steps is None and self.epochs is None:
             raise RobustOFAError("training config: set 'max_steps' or 'epochs'")
+        if self.adv == "none":  # an adversarial setting without --adv would be silently ignored
+            fields = {f.name: f for f in dataclasses.fields(self)}
+            changed = [k for k in ADV_FIELDS[1:] if getattr(self, k) != fields[k].default]
+            if changed:
+                raise RobustOFAError(f"training config field '{changed[0]}': applies only with adversarial "
+                                     f"training (--adv pgd|trades|fgsm-rs)")
 
     @property
     def use_bf16(self) -> bool:
