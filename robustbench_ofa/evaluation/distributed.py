@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -43,13 +43,6 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def rounds(self, batches: Sequence[T], empty: T) -> Iterator[T]:
-        """This rank's batch of every round (``empty`` where it has none), so every rank makes the same
-        sequence of collective calls: batch ``k`` belongs to rank ``k % world``."""
-        for start in range(0, len(batches), self.world):
-            k = start + self.rank
-            yield batches[k] if k < len(batches) else empty
-
     def all_gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order (the one object alone without torchrun)."""
         if not self.active:
@@ -73,12 +66,6 @@ class Dist:
         dist.broadcast_object_list(box, src=0)
         self.comm_seconds += time.perf_counter() - t0
         return box[0]
-
-    def barrier(self) -> None:
-        if self.active:
-            import torch.distributed as dist
-
-            dist.barrier()
 
     def raise_together(self, fn: Callable[[], T], runs: bool) -> T | None:
         """Run ``fn`` where ``runs``; an error on any rank is then raised on every rank (as one line,
