@@ -109,6 +109,9 @@ class AttackSpec:
     options: type | None = None
     #: attacks run as a stage of this one (co-attack's text recipe), for resource checks
     stages: Callable[[AttackParams], tuple[str, ...]] | None = None
+    #: crafted on other variants of the run (``view.sources``), judged on the attacked one: the
+    #: evaluator supplies the sources, and its own transfer test (not the black-box count) flags masking
+    needs_sources: bool = False
 
     @property
     def norm(self) -> Threat:

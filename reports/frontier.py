@@ -162,31 +162,62 @@ def frontier_plot(report: Report):
 
 
 def _standard_twin(report: Report, v: str) -> str | None:
-    """The variant trained like ``v`` but without adversarial training (same method and hyper-parameters)."""
+    """The variant trained like ``v`` but without adversarial training (same base, method and
+    hyper-parameters): the evaluator's choice of standard twin (``Evaluator._sources``)."""
     info = report.variant_meta.get(v, {})
     return next((u for u in report.variants if not report.robust_trained(u)
+                 and report.variant_meta.get(u, {}).get("base") == info.get("base")
                  and report.variant_meta.get(u, {}).get("method") == info.get("method")
                  and report.variant_meta.get(u, {}).get("hparams") == info.get("hparams")), None)
 
 
-def _standard_attacks_acc(report: Report, v: str, task: str, label: str) -> float | None:
-    """Robust accuracy after the run's own white-box attacks. The per-attack table is cumulative in
-    cascade order, and under ``--protocol strong`` the adaptive set runs after the run's white-box attacks
-    and before its black-box ones (``EvalConfig.image_attacks``), so this is the lowest of the white-box
-    rows; the run's black-box attacks are left out of this number."""
+#: Validity flags that say a variant's robust accuracy may be overstated (masked gradients).
+MASKING_FLAGS = ("transfer-beats-white-box", "large-eps-not-broken", "black-box-beats-white-box")
+
+
+def _masking_flags(report: Report, v: str, task: str, label: str) -> list[str]:
+    f = report.flags
+    if f is None or not len(f):
+        return []
+    rows = f[(f.variant == v) & (f.task == task) & f.flag.isin(MASKING_FLAGS)
+             & ((f.eps_label == label) | (f.eps_label == ""))]
+    return list(dict.fromkeys(rows.flag))
+
+
+def _own_attacks(report: Report) -> list[str]:
+    """The run's own white-box attacks (named with ``--attack``): first in the cascade, so their rows
+    alone give the worst case before the strong protocol's additions (``EvalConfig.image_attacks``)."""
     from attacks import ATTACKS
 
-    attacks = report.tables["attacks"]
-    own = [a for a in report.settings.get("attacks") or [] if a in ATTACKS and ATTACKS.get(a).white_box]
-    rows = attacks[(attacks.variant == v) & (attacks.task == task) & (attacks.norm == "linf")
-                   & (attacks.eps_label == label) & attacks.attack.isin(own)]
-    return float(rows.robust_acc.min()) if len(rows) else None
+    return [a for a in report.settings.get("attacks") or [] if a in ATTACKS and ATTACKS.get(a).white_box]
+
+
+def _paired(flags, a: str, b: str, task: str, label: str) -> tuple[float, float, int] | None:
+    """(accuracy difference a - b, exact McNemar p, n) on the samples both were scored on."""
+    from robustbench_ofa.stats import paired_mcnemar
+
+    try:
+        fa, fb = flags.loc[(a, task, "linf", label)], flags.loc[(b, task, "linf", label)]
+    except KeyError:
+        return None
+    common = fa.index.intersection(fb.index)
+    if not len(common):
+        return None
+    xa, xb = list(fa[common].values), list(fb[common].values)
+    return (sum(xa) - sum(xb)) / len(common), paired_mcnemar(xa, xb).p_value, len(common)
 
 
 def survival_sentences(report: Report) -> list[str]:
-    """Whether each robust-trained variant's gain over its standard twin survives the strong protocol
-    (adaptive attacks and transfer from the finetuned twin cascaded into the worst case). Without
-    ``--protocol strong`` the report says that the check was not made."""
+    """Whether each robust-trained variant's gains over its standard twin survive the strong protocol.
+
+    A gain is an L-inf budget where the run's own white-box attacks leave the variant significantly more
+    robust than its twin (paired exact McNemar on the same samples, p < ``ALPHA``). It survives when the
+    strong protocol's worst case (the adaptive attacks, then images crafted on the standard and finetuned
+    twins, all cascaded per sample) still shows a significant gain and no masking flag is raised on the
+    variant at that budget. One sentence per variant and task; without ``--protocol strong`` the report
+    says that the check was not made."""
+    from robustbench_ofa.evaluation.aggregate import robust_flags
+
     robust = [v for v in report.variants if report.robust_trained(v)]
     pairs = [(v, _standard_twin(report, v)) for v in robust]
     pairs = [(v, s) for v, s in pairs if s is not None]
@@ -194,21 +225,34 @@ def survival_sentences(report: Report) -> list[str]:
         return []
     if report.settings.get("protocol") != "strong":
         return ["Whether the robust-trained variants' gains survive adaptive attacks was not checked: rerun with "
-                "--protocol strong (margin and targeted losses, EOT, transfer from the finetuned twin)."]
+                "--protocol strong (margin and targeted losses, EOT, transfer from the standard and finetuned "
+                "twins)."]
+    res = report.tables.get("samples")
+    if res is None or not len(res):
+        return []
+    res = res[res.norm == "linf"]
+    strong = robust_flags(res).sort_index()
+    own = robust_flags(res[res.attack.isin(_own_attacks(report))]).sort_index()
+    ladder = res.drop_duplicates("eps_label").sort_values("eps")[["eps_label"]].eps_label.tolist()
     out = []
     for task in report.tasks:
-        budget = main_budget(report, task)
-        if budget is None:
-            continue
-        label = budget[0]
         for v, s in pairs:
-            r = _pair(report, task, label, v, s)
-            a, b = _standard_attacks_acc(report, v, task, label), _standard_attacks_acc(report, s, task, label)
-            if r is None or a is None or b is None:
-                continue
-            survives = r["diff"] > 0 and r["p_value"] < ALPHA
-            out.append(f"{task}, L-inf {label}: {v} vs its standard twin {s}: {fmt_points(a - b)} points under the "
-                       f"run's own white-box attacks, {fmt_points(r['diff'])} points under the strong protocol "
-                       f"({fmt_p(r['p_value'])}, n = {int(r['n'])}): the gain "
-                       + ("survives the strong protocol." if survives else "does not survive the strong protocol."))
+            parts, gains = [], 0
+            for label in ladder:
+                mine, both = _paired(own, v, s, task, label), _paired(strong, v, s, task, label)
+                if mine is None or both is None or not (mine[0] > 0 and mine[1] < ALPHA):
+                    continue
+                gains += 1
+                flagged = _masking_flags(report, v, task, label)
+                kept = both[0] > 0 and both[1] < ALPHA and not flagged
+                parts.append(f"{label} {fmt_points(mine[0])} -> {fmt_points(both[0])} points ({fmt_p(both[1])}, "
+                             f"n = {both[2]}): " + ("survives" if kept else
+                                                    f"flagged ({', '.join(flagged)})" if flagged else
+                                                    "does not survive"))
+            if gains:
+                out.append(f"{task}: {v} vs its standard twin {s}, robust-accuracy gain under the run's own "
+                           f"white-box attacks -> under the strong protocol, at L-inf " + "; ".join(parts) + ".")
+            else:
+                out.append(f"{task}: {v} has no significant gain over its standard twin {s} under the run's own "
+                           f"white-box attacks at any L-inf budget: nothing to check against the strong protocol.")
     return out

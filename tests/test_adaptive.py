@@ -18,12 +18,12 @@ import pytest
 import torch
 from conftest import colour_samples
 
-from attacks import ATTACKS, AttackParams, run_attack
+from attacks import ATTACKS, AttackParams, Threat, run_attack
 from attacks.engines import run_pgd
 from attacks.objective import Objective, margin, stochastic_modules
 from attacks.views import TaskView
 from robustbench_ofa.evaluation import aggregate as agg
-from robustbench_ofa.evaluation.config import ADAPTIVE_ATTACKS, EvalConfig, parse_eps_list
+from robustbench_ofa.evaluation.config import ADAPTIVE_ATTACKS, TWIN_TRANSFER, EvalConfig, parse_eps_list
 from robustbench_ofa.evaluation.outputs import compute
 from robustbench_ofa.evaluation.runner import Evaluator, LoadedVariant
 from robustbench_ofa.evaluation.store import ResultsStore
@@ -233,7 +233,8 @@ def test_protocol_strong_adds_the_adaptive_rows_and_the_worst_case_takes_them(zo
 
 
 def test_twin_transfer_is_reported_per_variant(zoo, tmp_path):
-    """The quantised (masked) "prompt" variant, attacked with images crafted on its finetuned twin."""
+    """The quantised (masked) "prompt" variant, attacked with images crafted on its finetuned twin: flagged
+    by the transfer test, and the twin-transfer attack of the cascade takes its worst case down."""
     cards = {"plain:ft": {"method": "finetune", "base": "b"}, "quantised:pt": {"method": "prompt", "base": "b"}}
     _, tables = _evaluate(zoo, tmp_path, list(cards), cards=cards, protocol="strong",
                           eps=parse_eps_list("8/255,64/255"))
@@ -243,6 +244,51 @@ def test_twin_transfer_is_reported_per_variant(zoo, tmp_path):
     flagged = _flags(tables, "transfer-beats-white-box")
     assert set(flagged.variant) == {"quantised:pt"} and "64/255" in set(flagged.eps_label)
     assert "images crafted on plain:ft" in flagged.detail.iloc[0]
+    res = tables["samples"]
+    twin = res[res.attack == TWIN_TRANSFER]
+    assert set(twin.variant) == {"quantised:pt"}  # the finetuned variant has no twin
+    # every white-box attack is stuck on the masked variant; the transferred images are not
+    big = res[(res.variant == "quantised:pt") & (res.eps_label == "64/255")]
+    white = big[big.attack.isin(["pgd", *ADAPTIVE_ATTACKS]) & (big.status == "attacked")]
+    assert len(white) and white.adv_correct.all()
+    fooled = twin[(twin.eps_label == "64/255") & (twin.status == "attacked") & (twin.adv_correct == 0)]
+    assert len(fooled) >= 5 and (twin.linf <= twin.eps + 1e-6).all() and (twin.grad_evals > 0).any()
+    wc = tables["worst_case"].set_index(["variant", "eps_label"]).robust_acc
+    kept = big[(big.attack == TWIN_TRANSFER)]
+    assert wc[("quantised:pt", "64/255")] == pytest.approx(kept.adv_correct.mean())
+    assert wc[("quantised:pt", "64/255")] < white.adv_correct.mean()
+    # judged by the transfer test, not by the black-box count (which would fire on any tipped sample)
+    assert not (_flags(tables, "black-box-beats-white-box").variant == "quantised:pt").any()
+
+
+def _sources(cards: dict) -> dict[str, list[str]]:
+    ev = Evaluator.__new__(Evaluator)
+    ev._cards, ev._names = cards, list(cards)
+    return {n: ev._sources(n) for n in cards}
+
+
+def test_twins_are_chosen_by_card():
+    hp, at = {"length": 16}, {"method": "pgd", "eps": 4 / 255}
+    cards = {"ft": {"method": "finetune", "base": "b"},
+             "ft-at": {"method": "finetune", "base": "b", "adversarial": at},
+             "pt": {"method": "prompt", "base": "b", "hparams": hp},
+             "pt-64": {"method": "prompt", "base": "b", "hparams": {"length": 64}},
+             "pt-at": {"method": "prompt", "base": "b", "hparams": hp, "adversarial": at},
+             "pt-other-base": {"method": "prompt", "base": "c", "hparams": hp},
+             "unknown": {}}
+    assert _sources(cards) == {
+        "ft": [], "ft-at": ["ft"],  # a robust finetuned variant: its standard twin only
+        "pt": ["ft"], "pt-64": ["ft"],  # PEFT: the standard finetuned twin, never the robust one
+        "pt-at": ["pt", "ft"],  # standard twin (same hparams, not pt-64) first, then the finetuned one
+        "pt-other-base": [], "unknown": []}
+
+
+def test_twin_transfer_without_a_twin_is_one_line(zoo, tmp_path):
+    from robustbench_ofa.errors import RobustOFAError
+
+    cards = {"plain:ft": {"method": "finetune", "base": "b"}, "quantised:pt": {"method": "prompt", "base": "c"}}
+    with pytest.raises(RobustOFAError, match="no variant of the run has a twin"):
+        _evaluate(zoo, tmp_path, list(cards), cards=cards, attacks=["pgd", TWIN_TRANSFER])
 
 
 def _transfer_case(ft_fools: str, own_fools: str | None, uids: str = "abcdefg"):
@@ -314,4 +360,8 @@ def test_protocol_strong_is_stored_and_adds_the_adaptive_attacks():
     strong = evaluate.build_config(parser.parse_args(["evaluate", *EVAL_ARGS, "--protocol", "strong"]),
                                    baseline["tasks"])
     assert strong.settings()["protocol"] == "strong"
-    assert strong.image_attacks(ATTACKS.get("pgd").threat) == ["pgd", *ADAPTIVE_ATTACKS]
+    assert strong.image_attacks(ATTACKS.get("pgd").threat) == ["pgd", *ADAPTIVE_ATTACKS, TWIN_TRANSFER]
+    # the run's black-box attacks stay after the adaptive (white-box) ones, the twin transfer last
+    both = evaluate.build_config(parser.parse_args(["evaluate", *EVAL_ARGS, "--protocol", "strong", "--attack",
+                                                    "square,pgd"]), baseline["tasks"])
+    assert both.image_attacks(Threat.LINF) == ["pgd", *ADAPTIVE_ATTACKS, "square", TWIN_TRANSFER]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sqlite3
 
 import pytest
 import torch
@@ -96,6 +97,8 @@ def test_pgd_at_is_more_robust_than_its_standard_twin(colour_model):
     ("adv_steps", 0, "training config field 'adv_steps'"),
     ("adv_ratio", 0.0, "training config field 'adv_ratio'"),
     ("adv_eps", 8 / 255, "'adv_eps': applies only with adversarial training"),  # would be silently ignored
+    ("adv_text", 1, "'adv_text': applies only with adversarial training"),
+    ("adv_text", -1, "training config field 'adv_text'"),
 ])
 def test_bad_adversarial_settings_are_refused(field, value, fragment):
     with pytest.raises(RobustOFAError, match=fragment):
@@ -136,6 +139,77 @@ def test_cli_tune_adv_records_the_settings_on_the_card(tmp_path, capsys):
     assert card["adversarial"] == {"method": "trades", "eps": 2 / 255, "steps": 2, "alpha": 2.5 * (2 / 255) / 2,
                                    "ratio": 1.0, "beta": 6.0}
     assert card["train"]["adv"] == "trades" and card["train_grad_evals"] == 2 * 2 * (1 + 2 + 2)
+    assert "adv_text" not in card["train"]  # image-only: the stored keys are those before --adv-text
+    out = tmp_path / "prompt-at-text"
+    assert main(["train", "tune", "--base", str(base), "--method", "prompt", "--task", "ve", "--steps", "2", "--n",
+                 "4", "--eval-n", "2", "--batch-size", "2", "--adv", "pgd", "--adv-text", "1", "--quiet",
+                 "--out", str(out)]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["adversarial"]["text_words"] == 1 and card["adversarial"]["text_candidates"] == 4
+    assert card["train"]["adv_text"] == 1
+
+
+def test_text_perturbation_keeps_protected_words_and_makes_only_typos():
+    """Typos on up to WORDS unprotected words; an edit that makes a real word ("left" -> "lift") is
+    drawn again, so the question a reader sees keeps its answer."""
+    import random
+
+    from attacks.text.budget import edits, words_changed
+    from robustbench_ofa.training.adv_text import perturb
+
+    text = "is the large red cube left of the small sphere?"
+    protected = frozenset({"large", "red", "cube", "small", "sphere"})
+    real = {"lift", "loft", "lest", "he", "she", "thee", "then", "them", "if", "off", "oaf", "it", "in", "us", "si"}
+    seen = set()
+    for seed in range(200):
+        out = perturb(text, 2, protected, real.__contains__, random.Random(seed))
+        assert out == perturb(text, 2, protected, real.__contains__, random.Random(seed))  # seeded
+        assert 1 <= words_changed(text, out) <= 2
+        for old, new in edits(text, out):
+            assert not set(old) & protected and not {w.strip("?") for w in new} & real
+        seen.add(out)
+    assert len(seen) > 50  # the four character operations on the unprotected words
+    assert perturb(text, 0, protected, real.__contains__, random.Random(0)) == text
+    # a word whose every typo is a real word is left alone
+    assert perturb("ab", 1, frozenset(), lambda w: True, random.Random(0)) == "ab"
+
+
+def test_adv_text_keeps_the_worst_candidate_then_attacks_the_image(colour_model):
+    import random
+
+    from attacks.text.budget import words_changed
+    from attacks.text.queries import source_ids
+    from robustbench_ofa.seeds import sample_seed
+    from robustbench_ofa.tasks import TaskBatch
+    from robustbench_ofa.training.adv_text import CANDIDATES, perturb, vocabulary_check
+
+    model, task = colour_model
+    model = copy.deepcopy(model).train()
+    before = _state(model)
+    samples = colour_samples(8, 3)
+    batch = task.collate(samples)
+    cfg = TrainConfig(max_steps=1, adv="pgd", adv_eps=EPS, adv_steps=2, adv_ratio=0.5, adv_text=1, seed=5)
+    out = adversarial_batch(model, task, batch, cfg, step=7)
+    assert all(torch.equal(before[k], v) for k, v in _state(model).items()) and model.training
+    assert all(p.grad is None for p in model.parameters())
+    assert [words_changed(s.text, t) for s, t in zip(samples, out.texts)] == [1] * 4 + [0] * 4
+    assert torch.equal(out.batch.input_ids, source_ids(task, samples, out.texts))
+    assert out.text_queries == 4 * CANDIDATES and out.grad_evals == 4 * 2
+    moved = (out.batch.images - batch.images).flatten(1).abs().amax(1)
+    assert (moved[:4] > 0).all() and (moved[4:] == 0).all() and float(moved.max()) <= EPS + 1e-6
+    # the kept text is the highest-loss candidate (recomputed here from the same seeds)
+    is_word = vocabulary_check(task.tokenizer)
+    model.eval()
+    for r in range(4):
+        s = samples[r]
+        cands = [perturb(s.text, 1, frozenset(), is_word, random.Random(sample_seed(5, "adv-text", 7, s.uid, k)))
+                 for k in range(CANDIDATES)]
+        rows = [s] * CANDIDATES
+        cb = TaskBatch(rows, source_ids(task, rows, cands), batch.images[[r] * CANDIDATES],
+                       batch.targets[[r] * CANDIDATES])
+        with torch.no_grad():
+            loss = task.loss(model, cb)
+        assert out.texts[r] == cands[int(loss.argmax())]
 
 
 @pytest.fixture
@@ -179,7 +253,58 @@ def test_robust_twins_are_built_on_demand_and_reported_on_the_frontier(micro, tm
                  "2", "--sanity-steps", "1", "--sanity-restarts", "1", "--home", str(micro), "--out", str(strong),
                  "--report", "md", "--quiet"]) == 0
     report = (strong / "report.md").read_text()
-    for twin in ("micro-prompt-16-at vs its standard twin micro-prompt-16", "micro-finetune-at vs its standard "
-                 "twin micro-finetune"):
-        assert twin in report and "points under the strong protocol" in report
-    assert "survive the strong protocol." in report or "survives the strong protocol." in report
+    for twin in ("micro-prompt-16-at", "micro-finetune-at"):  # 8 samples: no gain can be significant
+        assert f"ve: {twin} has no significant gain over its standard twin {twin[:-3]}" in report
+    db = sqlite3.connect(strong / "results.sqlite")
+    sources = dict(db.execute("SELECT variant, COUNT(*) FROM results WHERE attack='twin-transfer' GROUP BY variant"))
+    db.close()
+    assert set(sources) == {"micro-finetune-at", "micro-prompt-16", "micro-prompt-16-at"}  # not micro-finetune
+
+
+def _survival_report(transfer_fools: int, flag: str | None = None):
+    """A hand-made strong-protocol run on VE at one budget: n = 40, the run's PGD leaves the robust variant
+    robust on 30 and its standard twin on 10 (20 discordant pairs); the twin transfer then fools
+    ``transfer_fools`` of the robust variant's 30."""
+    import pandas as pd
+
+    from reports.model import Report
+
+    rows = []
+    for v, robust_n in (("v-at", 30), ("v", 10)):
+        fooled_by_transfer = transfer_fools if v == "v-at" else 0
+        for i in range(40):
+            pgd_ok = int(i < robust_n)
+            rows.append(dict(variant=v, task="ve", norm="linf", eps_label="4/255", eps=4 / 255, attack="pgd",
+                             uid=f"u{i}", clean_correct=1, adv_correct=pgd_ok, status="attacked"))
+            tr_ok = int(pgd_ok and i >= fooled_by_transfer)
+            rows.append(dict(variant=v, task="ve", norm="linf", eps_label="4/255", eps=4 / 255,
+                             attack="twin-transfer", uid=f"u{i}", clean_correct=1, adv_correct=tr_ok,
+                             status="attacked" if pgd_ok else "cascade"))
+    flags = pd.DataFrame([{"variant": "v-at", "task": "ve", "norm": "linf", "eps_label": "4/255", "flag": flag,
+                           "detail": "x"}] if flag else [], columns=["variant", "task", "norm", "eps_label",
+                                                                     "flag", "detail"])
+    meta = {"v-at": {"method": "prompt", "base": "b", "hparams": {"length": 16},
+                     "adversarial": {"method": "pgd", "eps": 4 / 255, "steps": 3}},
+            "v": {"method": "prompt", "base": "b", "hparams": {"length": 16}}}
+    return Report(title="t", results_dir=None, generated="", complete=True, tasks=["ve"], variants=["v-at", "v"],
+                  variant_meta=meta, reference=None, threats={}, comparisons={},
+                  tables={"samples": pd.DataFrame(rows)}, settings={"attacks": ["pgd"], "protocol": "strong"},
+                  run={}, flags=flags)
+
+
+def test_survival_sentences_say_whether_each_gain_survives():
+    """The same +50-point gain under PGD: kept when the twin transfer fools nothing, lost when it fools
+    the variant's extra survivors, and not claimed when a masking flag stands on the variant."""
+    from reports.frontier import survival_sentences
+
+    kept = survival_sentences(_survival_report(0))
+    assert kept == ["ve: v-at vs its standard twin v, robust-accuracy gain under the run's own white-box attacks "
+                    "-> under the strong protocol, at L-inf 4/255 +50.0 -> +50.0 points (p < 0.001, n = 40): "
+                    "survives."]
+    lost = survival_sentences(_survival_report(22))  # 8 left robust vs the twin's 10
+    assert "+50.0 -> \u22125.0 points" in lost[0] and lost[0].endswith("does not survive.")
+    flagged = survival_sentences(_survival_report(0, "transfer-beats-white-box"))
+    assert flagged[0].endswith("flagged (transfer-beats-white-box).")
+    report = _survival_report(0)
+    report.settings["protocol"] = "standard"
+    assert "was not checked" in survival_sentences(report)[0]

@@ -268,3 +268,31 @@ def test_python_dash_m_works_without_torchrun():
     proc = subprocess.run([sys.executable, "-m", "robustbench_ofa", "info"], env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("robust-ofa ")
+
+
+def test_rows_are_gathered_every_few_rounds_in_single_process_batch_order():
+    """Under torchrun each rank queues its batches and the ranks gather every ``GATHER_ROUNDS`` rounds and
+    at the end (not once per batch); what is stored comes in the one-process order of batches."""
+    from robustbench_ofa.evaluation.config import EvalConfig
+    from robustbench_ofa.evaluation.distributed import Dist
+    from robustbench_ofa.evaluation.runner import GATHER_ROUNDS, Evaluator
+
+    class TwoRanks(Dist):  # rank 0 of 2; rank 1's queue is simulated
+        def all_gather(self, obj):
+            return [obj, [(k + 1, f"rank1-batch{k + 1}") for k, _ in obj]]
+
+    ev = Evaluator(EvalConfig(attacks=["pgd"], batch_size=1), None, None, None, progress=False,
+                   dist=TwoRanks(rank=0, world=2))
+    items = list(range(2 * (2 * GATHER_ROUNDS + 3)))  # batches of 1: 2 * GATHER_ROUNDS + 3 rounds of two
+    flushes, stored = [], []
+    for i, (k, chunk, n_round, flush) in enumerate(ev._buffered_rounds(items)):
+        assert k == 2 * i and chunk == [2 * i] and n_round == 2
+        ev._pending.append((k, f"rank0-batch{k}"))
+        if flush:
+            flushes.append(i)
+            stored += ev._flush()
+    assert flushes == [GATHER_ROUNDS - 1, 2 * GATHER_ROUNDS - 1, 2 * GATHER_ROUNDS + 2]
+    assert [k for k, _ in stored] == list(range(len(items)))  # batch order, nothing lost or doubled
+    # one process: every batch is stored as it ends, as before
+    single = Evaluator(EvalConfig(attacks=["pgd"], batch_size=1), None, None, None, progress=False)
+    assert all(flush for *_, flush in single._buffered_rounds(items))

@@ -21,11 +21,12 @@ def micro(monkeypatch, tmp_path_factory):
     return tmp_path_factory.getbasetemp() / "micro-home"
 
 
-def _evaluate(home, out, precision: str) -> int:
+def _evaluate(home, out, precision: str, *extra: str) -> int:
     return main(["evaluate", "--attack", "pgd,pgdl2", "--model", "micro-finetune", "--task", "ve",
                  "--n-samples", "12", "--batch-size", "4", "--steps", "3", "--no-transfer",
                  "--sanity-samples", "3", "--sanity-steps", "2", "--sanity-restarts", "1",
-                 "--precision", precision, "--home", str(home), "--out", str(out), "--report", "md", "--quiet"])
+                 "--precision", precision, "--home", str(home), "--out", str(out), "--report", "md", "--quiet",
+                 *extra])
 
 
 def _rows(out, sql: str) -> list:
@@ -70,3 +71,86 @@ def test_attack_precision_context():
     with attack_precision("tf32", "cpu"):
         assert torch.backends.cuda.matmul.allow_tf32
     assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+def test_compile_runs_the_attacks_compiled_and_judges_eagerly(micro, tmp_path, capsys, monkeypatch):
+    """``--compile`` through a counting dynamo backend (AOTAutograd, no C++ build): the compiled graphs run
+    inside the attacks, forward and backward, and never for a judgement; rows equal the eager run's."""
+    import contextlib
+
+    import torch._dynamo
+    from torch._dynamo.backends.common import aot_autograd
+
+    import robustbench_ofa.evaluation.runner as runner
+    from robustbench_ofa.evaluation.precision import COMPILE_BACKEND_ENV
+
+    calls = {"fwd": 0, "bwd": 0, "outside_attacks": 0}
+    depth = [0]
+
+    def counting(kind):
+        def compiler(gm, example_inputs):
+            def run(*args):
+                calls[kind] += 1
+                calls["outside_attacks"] += kind == "fwd" and depth[0] == 0
+                return gm(*args)
+            return run
+        return compiler
+
+    passes = runner.attack_passes
+
+    @contextlib.contextmanager
+    def tracked(*args):
+        depth[0] += 1
+        try:
+            with passes(*args):
+                yield
+        finally:
+            depth[0] -= 1
+
+    monkeypatch.setattr(runner, "attack_passes", tracked)
+
+    torch._dynamo.reset()
+    torch._dynamo.register_backend(aot_autograd(fw_compiler=counting("fwd"), bw_compiler=counting("bwd")),
+                                   "ro_test_counting")
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "ro_test_counting")
+    assert _evaluate(micro, tmp_path / "eager", "fp32") == 0
+    assert _evaluate(micro, tmp_path / "compiled", "fp32", "--compile") == 0
+    torch._dynamo.reset()
+    assert calls["fwd"] > 0 and calls["bwd"] > 0  # the attacks' passes ran compiled, with gradients
+    assert calls["outside_attacks"] == 0  # clean and adversarial predictions never did
+    clean = "SELECT variant, task, uid, pred, score, correct FROM clean ORDER BY uid"
+    assert _rows(tmp_path / "compiled", clean) == _rows(tmp_path / "eager", clean)
+    rows = ("SELECT attack, eps, uid, status, adv_pred, adv_correct FROM results ORDER BY attack, eps, uid")
+    assert _rows(tmp_path / "compiled", rows) == _rows(tmp_path / "eager", rows)
+    summary = json.loads((tmp_path / "compiled" / "summary.json").read_text())
+    assert summary["settings"]["compile"] is True
+    assert summary["run"]["precision"] == "attacks fp32 compiled, predictions fp32 eager"
+    assert "compile" not in json.loads((tmp_path / "eager" / "summary.json").read_text())["settings"]
+
+
+def test_compiled_modules_run_eagerly_outside_the_attack_context():
+    """The stance switch itself: a compiled module called under ``judged_eagerly`` never reaches the
+    backend; inside ``attack_passes`` it does."""
+    import torch._dynamo
+
+    from robustbench_ofa.evaluation.precision import attack_passes, judged_eagerly
+
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.append(1)
+        return gm.forward
+
+    lin = torch.nn.Linear(3, 2)
+    lin.forward = torch.compile(lin.forward, backend=backend)
+    x = torch.randn(4, 3)
+    torch._dynamo.reset()
+    with judged_eagerly(True):
+        lin(x)
+        assert seen == []
+        with attack_passes("fp32", "cpu", True):
+            lin(x)
+        assert seen == [1]
+        lin(x)
+        assert seen == [1]
+    torch._dynamo.reset()

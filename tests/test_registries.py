@@ -71,7 +71,12 @@ def test_every_attack_runs_or_is_refused_on_every_task(model, tok, attack, task_
         from attacks import run_attack
 
         eps = 0.5 if spec.threat is Threat.L2 else 8 / 255
-        res = run_attack(attack, TaskView(model, task, batch), batch.images, eps, PARAMS, seeds)
+        view = TaskView(model, task, batch)
+        if spec.needs_sources:  # crafted on other variants: one line without them, then on a source
+            with pytest.raises(RobustOFAError, match="twins"):
+                run_attack(attack, view, batch.images, eps, PARAMS, seeds)
+            view.sources = [TaskView(model, task, batch)]
+        res = run_attack(attack, view, batch.images, eps, PARAMS, seeds)
         assert res.adv.shape == batch.images.shape and torch.isfinite(res.adv).all()
         assert float(res.adv.min()) >= 0 and float(res.adv.max()) <= 1
         delta = (res.adv - batch.images).flatten(1)

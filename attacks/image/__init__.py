@@ -16,4 +16,5 @@ from attacks.image import (  # noqa: F401  (registration)
     pgd_targeted,
     pgdl2,
     square,
+    transfer,
 )

@@ -1,4 +1,5 @@
-"""The arithmetic of the attacks' forward/backward passes (``evaluate --precision``).
+"""The arithmetic of the attacks' forward/backward passes (``evaluate --precision``), and whether they
+run through ``torch.compile`` (``evaluate --compile``).
 
 Why only the attack: a low-precision forward pass can round a decision the other way, and a prediction
 judged in bf16 could make a model look robust because of rounding, not because of the model. So the
@@ -9,10 +10,17 @@ copies of it for the matrix products, and its gradient, update and projection on
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
+
+from robustbench_ofa.errors import RobustOFAError
+
+#: The ``torch.compile`` backend of ``--compile``: inductor. The tests set ``aot_eager`` through this
+#: variable (the same dynamo and AOTAutograd tracing of forward and backward, without a C++ build).
+COMPILE_BACKEND_ENV = "ROBUST_OFA_COMPILE_BACKEND"
 
 
 @contextmanager
@@ -39,3 +47,36 @@ def attack_precision(precision: str, device: str) -> Iterator[None]:
         return
     with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
         yield
+
+
+def compile_model(model: torch.nn.Module) -> None:
+    """``torch.compile`` the encoder's and the decoder's ``forward`` in place (the module tree, parameter
+    names and weight hashes stay as they are; the whole model is not compiled because the tasks call
+    ``model.encode`` and ``model.decoder``, never ``model.forward``; ``nn.Module.compile`` was measured to
+    reach no backend here, torch 2.13). Shapes change with the cascade and decoding, so dynamo
+    recompiles a few times and then marks them dynamic."""
+    if not hasattr(torch.compiler, "set_stance"):
+        raise RobustOFAError(f"--compile needs torch >= 2.6 (torch.compiler.set_stance), this is torch "
+                             f"{torch.__version__}")
+    backend = os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
+    for part in (model.encoder, model.decoder):
+        if "forward" not in vars(part):  # not compiled yet
+            part.forward = torch.compile(part.forward, backend=backend)
+
+
+def judged_eagerly(compiled: bool):
+    """Outside the attacks, compiled modules run eagerly (``set_stance("force_eager")``), so every clean
+    and adversarial prediction is computed exactly as without ``--compile``; ``attack_passes`` switches
+    compilation back on inside an attack."""
+    return torch.compiler.set_stance("force_eager") if compiled else nullcontext()
+
+
+@contextmanager
+def attack_passes(precision: str, device: str, compiled: bool) -> Iterator[None]:
+    """The attack's context: its ``precision``, and compiled modules running compiled."""
+    with attack_precision(precision, device):
+        if compiled:
+            with torch.compiler.set_stance("default"):
+                yield
+        else:
+            yield

@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -25,9 +26,10 @@ from attacks import ATTACKS, AttackParams, Threat, run_attack
 from attacks.objective import stochastic_modules
 from attacks.views import TaskView
 from robustbench_ofa.data.types import Sample
-from robustbench_ofa.evaluation.config import EvalConfig
+from robustbench_ofa.errors import RobustOFAError
+from robustbench_ofa.evaluation.config import TWIN_TRANSFER, EvalConfig
 from robustbench_ofa.evaluation.distributed import SINGLE, Dist
-from robustbench_ofa.evaluation.precision import attack_precision
+from robustbench_ofa.evaluation.precision import attack_passes, compile_model, judged_eagerly
 from robustbench_ofa.evaluation.store import ResultsStore
 from robustbench_ofa.seeds import sample_seed
 from robustbench_ofa.stats import wilson_interval
@@ -47,6 +49,10 @@ class LoadedVariant:
 
 VariantLoader = Callable[[str], LoadedVariant]
 
+#: Under torchrun, rounds of batches (one batch per rank each) between two gathers of rows onto every
+#: rank's store (``Evaluator._buffered_rounds``). Measured on the 2-process benchmark: a gather every round
+#: spent 4-11 % of the evaluation in collectives, mostly waiting for the slower rank of each round.
+GATHER_ROUNDS = 4
 #: The white-box attack of the transfer matrix (the large-eps check's are ``EvalConfig.sanity_attacks``).
 TRANSFER_ATTACK = "pgd"
 DataSource = Callable[[str, int], list[Sample]]
@@ -94,10 +100,17 @@ class Evaluator:
         """Every variant x task: clean, checks, the image attacks per norm and eps (``cfg.image_attacks``:
         with ``--protocol strong`` the adaptive set joins the cascade, so the worst case includes it), text
         attacks, the large-eps check; then the transfer checks."""
-        self._cards = {}
+        with judged_eagerly(self.cfg.compile):
+            self._run(variant_names)
+
+    def _run(self, variant_names: Sequence[str]) -> None:
+        self._cards: dict[str, dict] = {}
+        self._names = list(variant_names)
+        self._source_cache: dict[str, LoadedVariant] = {}
+        if TWIN_TRANSFER in self.cfg.image_attacks(Threat.LINF):
+            self._read_cards(variant_names)
         for name in variant_names:
-            lv = self.load(name)
-            lv.model.to(self.cfg.device).eval()
+            lv = self._ready(self.load(name))
             self._cards[name] = dict(lv.info or {})
             for task_name in self.cfg.tasks:
                 task, samples = self._task_and_samples(lv, task_name)
@@ -107,7 +120,8 @@ class Evaluator:
                 self._stochastic_check(lv, task)  # also when eot-pgd is named without --protocol strong
                 for norm in Threat.image():
                     names = [a for a in self.cfg.image_attacks(norm)
-                             if a in self.cfg.attacks or ATTACKS.get(a).refusal(task) is None]
+                             if (a in self.cfg.attacks or ATTACKS.get(a).refusal(task) is None)
+                             and (not ATTACKS.get(a).needs_sources or self._sources(name))]
                     ladder = self.cfg.ladder(norm) if names else []
                     for i, (label, eps) in enumerate(ladder):
                         smaller = [e for _, e in ladder[:i]]
@@ -117,8 +131,61 @@ class Evaluator:
                 self._text_units(lv, task, samples)
                 self._sanity(lv, task, samples)
             del lv
+            self._source_cache.clear()
         if (self.cfg.transfer or self.cfg.protocol == "strong") and len(variant_names) > 1:
             self._transfer(list(variant_names))
+
+    def _read_cards(self, names: Sequence[str]) -> None:
+        """Every variant's card before any work, for choosing twins (each model loaded once here, on every
+        rank in the same order). A ``--attack twin-transfer`` that no variant can run is refused."""
+        for name in names:
+            self._cards[name] = dict(self.load(name).info or {})
+        if TWIN_TRANSFER in self.cfg.attacks and not any(self._sources(n) for n in names):
+            raise RobustOFAError(f"--attack {TWIN_TRANSFER}: no variant of the run has a twin to craft images on "
+                                 "(a robust-trained variant and its standard twin, or a parameter-efficient "
+                                 "variant and a finetuned one, of the same base)")
+
+    def _sources(self, name: str) -> list[str]:
+        """The twins that ``name``'s transferred images are crafted on, among the run's variants (by their
+        cards): a robust-trained variant's standard twin (same base, method and hyper-parameters, no
+        adversarial training), then, for a parameter-efficient variant, the finetuned (not
+        parameter-efficient, not robust-trained) variants of the same base."""
+        from robustbench_ofa.tuning import METHODS
+
+        cards = self._cards
+        me = cards.get(name, {})
+        base = me.get("base")
+        if not base:
+            return []
+
+        def efficient(card: dict) -> bool | None:
+            method = card.get("method")
+            return METHODS.get(method).parameter_efficient if method in METHODS else None
+
+        others = [n for n in self._names if n != name and cards.get(n, {}).get("base") == base]
+        out = []
+        if me.get("adversarial"):
+            out += [n for n in others if not cards[n].get("adversarial") and cards[n].get("method") == me.get("method")
+                    and cards[n].get("hparams") == me.get("hparams")]
+        if efficient(me):
+            out += [n for n in others if efficient(cards[n]) is False and not cards[n].get("adversarial")
+                    and n not in out]
+        return out
+
+    def _source_views(self, lv: LoadedVariant, task: Task, samples: list[Sample]) -> list[tuple[LoadedVariant, Task]]:
+        """The loaded twins of ``lv`` and their tasks (built like the twin's own evaluation would), cached
+        until the variant is done. Called by every rank at the same point (loading compares weights)."""
+        out = []
+        for src in self._sources(lv.name):
+            if src not in self._source_cache:
+                slv = self._ready(self.load(src))
+                if slv.image_size != lv.image_size:
+                    raise RobustOFAError(f"{TWIN_TRANSFER}: twin {src!r} reads {slv.image_size}px images, "
+                                         f"{lv.name!r} {lv.image_size}px: not the same base")
+                self._source_cache[src] = slv
+            slv = self._source_cache[src]
+            out.append((slv, self._make_task(slv, task.name, samples)))
+        return out
 
     def _stochastic_check(self, lv: LoadedVariant, task: Task) -> None:
         """Record what EOT attacks average over: the tuning method's dropout modules (none: they equal
@@ -140,15 +207,20 @@ class Evaluator:
 
     # -- pieces ------------------------------------------------------------------------------------
     def _task_and_samples(self, lv: LoadedVariant, task_name: str) -> tuple[Task, list[Sample]]:
-        answers, source = self._answer_set(lv, task_name)
+        samples = self.data(task_name, self.cfg.n_samples)
+        task = self._make_task(lv, task_name, samples)
+        if task_class(task_name).open_answer_set:
+            self._answer_checks(lv, task, samples, self._answer_set(lv, task_name)[1])
+        return task, samples
+
+    def _make_task(self, lv: LoadedVariant, task_name: str, samples: list[Sample]) -> Task:
+        answers, _ = self._answer_set(lv, task_name)
         task = get_task(task_name, lv.tokenizer, lv.image_size, beam=self.cfg.beam,
                         **({"answers": answers} if answers is not None else {}))
-        samples = self.data(task_name, self.cfg.n_samples)
         task.prepare(samples)
         if task_class(task_name).open_answer_set:
             task.stand_in_for_unanswerable = True  # counted wrong and reported, never a crash
-            self._answer_checks(lv, task, samples, source)
-        return task, samples
+        return task
 
     def _answer_set(self, lv: LoadedVariant, task_name: str) -> tuple[list[str] | None, str]:
         """``--answers``, else the set the variant was tuned with (its card), else the task's default."""
@@ -191,8 +263,34 @@ class Evaluator:
             yield k, (batches[k] if k < len(batches) else []), sum(map(len, batches[start:start + world]))
 
     def _precision(self):
-        """The attacks' arithmetic (``--precision``); predictions are judged outside it, in fp32."""
-        return attack_precision(self.cfg.precision, self.cfg.device)
+        """The attacks' arithmetic (``--precision``) and compiled passes (``--compile``); predictions are
+        judged outside it, in fp32 and eagerly."""
+        return attack_passes(self.cfg.precision, self.cfg.device, self.cfg.compile)
+
+    def _ready(self, lv: LoadedVariant) -> LoadedVariant:
+        """The variant on the run's device, in eval mode, compiled with ``--compile``."""
+        lv.model.to(self.cfg.device).eval()
+        if self.cfg.compile:
+            compile_model(lv.model)
+        return lv
+
+    def _buffered_rounds(self, items: list):
+        """``_rounds`` plus ``flush``: whether this round's work (queued by the caller in ``_pending`` as
+        (global batch index, payload)) is gathered and stored now. One process stores every batch as it
+        ends; under torchrun the ranks gather every ``GATHER_ROUNDS`` rounds and at the end, so the ranks
+        wait for each other once per few rounds, not once per batch (what a rank dies with: at most
+        ``GATHER_ROUNDS`` of its batches, recomputed on resume)."""
+        self._pending: list[tuple[int, Any]] = []
+        rounds = list(self._rounds(items))
+        every = GATHER_ROUNDS if self.dist.active else 1
+        for i, (k, chunk, n_round) in enumerate(rounds):
+            yield k, chunk, n_round, (i + 1) % every == 0 or i + 1 == len(rounds)
+
+    def _flush(self) -> list[tuple[int, Any]]:
+        """Every rank's queued (batch index, payload), in the single-process order of batches."""
+        gathered = sorted((x for part in self.dist.all_gather(self._pending) for x in part), key=lambda x: x[0])
+        self._pending = []
+        return gathered
 
     def _gathered(self, items: list) -> list:
         """Every rank's items of this round, in rank order (the items alone in one process)."""
@@ -204,17 +302,17 @@ class Evaluator:
             return
         bar = tqdm(total=len(samples), desc=f"{lv.name} {task.name} clean", disable=not self.progress,
                    leave=False)
-        for _, chunk, n_round in self._rounds(samples):
+        for k, chunk, n_round, flush in self._buffered_rounds(samples):
             todo = [s for s in chunk if s.uid not in done]
-            rows = []
             if todo:
                 t0 = time.perf_counter()
                 batch = task.collate(todo).to(self.cfg.device)
                 preds = task.predict(lv.model, batch)
                 dt = (time.perf_counter() - t0) / len(todo)
-                rows = [(lv.name, task.name, s.uid, task.describe(p.value), p.score, int(p.correct), dt)
-                        for s, p in zip(todo, preds)]
-            self.store.add_clean(self._gathered(rows))
+                self._pending.append((k, [(lv.name, task.name, s.uid, task.describe(p.value), p.score,
+                                           int(p.correct), dt) for s, p in zip(todo, preds)]))
+            if flush:
+                self.store.add_clean([r for _, rows in self._flush() for r in rows])
             bar.update(n_round)
         bar.close()
 
@@ -306,18 +404,22 @@ class Evaluator:
                 to_attack.append(s)
         store.add_results([r for r in direct if r["uid"] not in done])
         example_uids = {s.uid for s in samples[: cfg.n_examples]}
+        sources = self._source_views(lv, task, samples) if ATTACKS.get(attack).needs_sources and to_attack else []
         bar = tqdm(total=len(to_attack), desc=f"{lv.name} {task.name} {attack} {label}", leave=False,
                    disable=not self.progress or not to_attack)
-        for _, chunk, n_round in self._rounds(to_attack):
-            rows, examples = [], []
+        for k, chunk, n_round, flush in self._buffered_rounds(to_attack):
             if chunk and not all(s.uid in done for s in chunk):
-                rows, examples = self._attack_batch(lv, task, chunk, attack, norm, label, eps, clean, example_uids)
-            gathered = self.dist.all_gather((rows, examples))
-            store.add_results([r for part in gathered for r in part[0]], [e for part in gathered for e in part[1]])
+                self._pending.append((k, self._attack_batch(lv, task, chunk, attack, norm, label, eps, clean,
+                                                            example_uids, sources)))
+            if flush:
+                done_batches = self._flush()
+                store.add_results([r for _, (rows, _) in done_batches for r in rows],
+                                  [e for _, (_, ex) in done_batches for e in ex])
             bar.update(n_round)
         bar.close()
 
-    def _attack_batch(self, lv, task, chunk, attack, norm, label, eps, clean, example_uids):
+    def _attack_batch(self, lv, task, chunk, attack, norm, label, eps, clean, example_uids, sources=()):
+        """``sources``: (twin, its task) pairs an attack that ``needs_sources`` crafts its images on."""
         spec = ATTACKS.get(attack)
         if spec.modality != "image":
             return self._text_batch(lv, task, chunk, attack, norm, label, eps, clean, example_uids)
@@ -325,6 +427,8 @@ class Evaluator:
         batch = task.collate(chunk).to(cfg.device)
         seeds = [sample_seed(cfg.seed, lv.name, task.name, attack, norm, label, s.uid) for s in chunk]
         view = TaskView(lv.model, task, batch)
+        if spec.needs_sources:
+            view.sources = [TaskView(slv.model, stask, stask.collate(chunk).to(cfg.device)) for slv, stask in sources]
         t0 = time.perf_counter()
         with self._precision():
             res = run_attack(attack, view, batch.images, eps, cfg.params, seeds)
@@ -466,20 +570,21 @@ class Evaluator:
         samples), scored on target variants.
 
         The matrix (unless ``--no-transfer``): every variant as source and target, at the middle L-inf eps.
-        ``--protocol strong`` adds, for each parameter-efficient variant, its fully finetuned twin (same base,
-        a card method that is not parameter-efficient) as the source at every L-inf eps; the
-        ``transfer-beats-white-box`` flag compares what transferred images fool with the target's own
-        white-box results at the same eps.
+        ``--protocol strong`` adds, for each variant, its twins (``_sources``) as sources at every L-inf
+        eps; the ``transfer-beats-white-box`` flag compares what transferred images fool with the target's
+        own white-box results at the same eps (the twin-transfer attack of the cascade puts the same kind of
+        images into the worst case, on every sample).
         """
         units: dict[tuple[str, str], tuple[float, list[str]]] = {}  # (source, eps label) -> (eps, targets)
         if self.cfg.transfer:
             label, eps = self.cfg.eps[len(self.cfg.eps) // 2]
             units.update({(src, label): (eps, list(names)) for src in names})
         if self.cfg.protocol == "strong":
-            for twin, peft in self._twins(names).items():
-                for label, eps in self.cfg.eps:
-                    old = units.get((twin, label), (eps, []))[1]
-                    units[(twin, label)] = (eps, old + [t for t in peft if t not in old])
+            for tgt in names:
+                for twin in self._sources(tgt):
+                    for label, eps in self.cfg.eps:
+                        old = units.get((twin, label), (eps, []))[1]
+                        units[(twin, label)] = (eps, old + ([tgt] if tgt not in old else []))
         params = AttackParams(steps=self.cfg.params.steps, alpha=self.cfg.params.alpha, early_stop=False)
         crafted: dict[tuple[str, str, str], torch.Tensor] = {}
         for src in names:
@@ -489,8 +594,7 @@ class Evaluator:
                         if s == src and not self._transfer_done(src, tg, task_name, label)]
                 if not mine:
                     continue
-                lv = lv or self.load(src)
-                lv.model.to(self.cfg.device).eval()
+                lv = lv or self._ready(self.load(src))
                 task, samples = self._task_and_samples(lv, task_name)
                 chosen = samples[: self.cfg.transfer_samples]
                 for label, eps in mine:
@@ -511,8 +615,7 @@ class Evaluator:
                          if tgt in tg and (src, task_name, label) in crafted]
                 if not pairs:
                     continue
-                lv = lv or self.load(tgt)
-                lv.model.to(self.cfg.device).eval()
+                lv = lv or self._ready(self.load(tgt))
                 task, samples = self._task_and_samples(lv, task_name)
                 chosen = samples[: self.cfg.transfer_samples]
                 clean = self.store.clean_rows(tgt, task_name)
@@ -529,25 +632,6 @@ class Evaluator:
                             rows.append((src, tgt, task_name, TRANSFER_ATTACK, label, s.uid, int(c[2]) if c else 0,
                                          int(self._adv_correct(task, p, c[1] if c else 0.0))))
                     self.store.add_transfer(self._gathered(rows))
-
-    def _twins(self, names: list[str]) -> dict[str, list[str]]:
-        """Fully finetuned variant -> the parameter-efficient variants of the same base, among ``names`` (by
-        their cards: ``method`` looked up in the tuning registry, ``base``)."""
-        from robustbench_ofa.tuning import METHODS
-
-        cards = getattr(self, "_cards", {})  # filled by ``run`` from each loaded variant's card
-
-        def efficient(name: str) -> bool | None:
-            method = cards.get(name, {}).get("method")
-            return METHODS.get(method).parameter_efficient if method in METHODS else None
-
-        out: dict[str, list[str]] = {}
-        for twin in (n for n in names if efficient(n) is False):
-            base = cards[twin].get("base")
-            peft = [n for n in names if efficient(n) and base and cards[n].get("base") == base]
-            if peft:
-                out[twin] = peft
-        return out
 
     def _transfer_done(self, src: str, targets: list[str], task_name: str, label: str) -> bool:
         marks = ",".join("?" * len(targets))

@@ -49,11 +49,14 @@ def trades_kl(adv_logits: torch.Tensor, clean_log_probs: torch.Tensor) -> torch.
 
 @dataclass
 class AdversarialBatch:
-    """The batch with its attacked rows' images replaced, which rows, and what the attack cost."""
+    """The batch with its attacked rows' images (and, with ``adv_text``, texts) replaced, which rows, and
+    what the attack cost: ``grad_evals`` forward+backward passes, ``text_queries`` forward-only ones."""
 
     batch: TaskBatch
     rows: torch.Tensor
     grad_evals: int
+    texts: list[str] | None = None
+    text_queries: int = 0
 
 
 def attacked_rows(n: int, ratio: float) -> torch.Tensor:
@@ -70,11 +73,19 @@ def adversarial_batch(model: nn.Module, task: Task, batch: TaskBatch, config: Tr
     """Attack ``config.adv_ratio`` of ``batch`` (eval mode, image gradients only); the model's mode is
     restored after. ``grad_evals``: the attack's forward+backward passes, counted per sample."""
     rows = attacked_rows(len(batch), config.adv_ratio).to(batch.images.device)
-    sub = TaskBatch([batch.samples[int(r)] for r in rows], batch.input_ids.index_select(0, rows),
-                    batch.images.index_select(0, rows), batch.targets.index_select(0, rows))
     was_training = model.training
     model.eval()
+    texts, queries = None, 0
     try:
+        if config.adv_text:  # text first (typos that keep the answer), then the image attack on that text
+            from attacks.text.queries import source_ids
+            from robustbench_ofa.training.adv_text import adversarial_texts
+
+            texts, queries = adversarial_texts(model, task, batch, rows, config.adv_text, config.seed, step)
+            batch = TaskBatch(batch.samples, source_ids(task, batch.samples, texts).to(batch.images.device),
+                              batch.images, batch.targets)
+        sub = TaskBatch([batch.samples[int(r)] for r in rows], batch.input_ids.index_select(0, rows),
+                        batch.images.index_select(0, rows), batch.targets.index_select(0, rows))
         view = TaskView(model, task, sub)
         view.index = torch.arange(len(sub), device=sub.images.device)
         if config.adv == "trades":
@@ -93,14 +104,16 @@ def adversarial_batch(model: nn.Module, task: Task, batch: TaskBatch, config: Tr
     images = batch.images.clone()
     images[rows] = res.adv
     out = TaskBatch(batch.samples, batch.input_ids, images.detach(), batch.targets)
-    return AdversarialBatch(out, rows, grad_evals=steps * len(rows))
+    return AdversarialBatch(out, rows, grad_evals=steps * len(rows), texts=texts, text_queries=queries)
 
 
 def trades_term(model: nn.Module, task: Task, adv: AdversarialBatch, clean: TaskBatch) -> torch.Tensor:
     """TRADES' outer robustness term: KL between the model's clean and adversarial predictions on the
     attacked rows, both differentiated with respect to the trainable weights (train mode)."""
     rows = adv.rows
-    ids, targets = clean.input_ids.index_select(0, rows), clean.targets.index_select(0, rows)
-    clean_logits, _ = task.attack_logits(model, ids, clean.images.index_select(0, rows), targets)
-    adv_logits, _ = task.attack_logits(model, ids, adv.batch.images.index_select(0, rows), targets)
+    targets = clean.targets.index_select(0, rows)
+    clean_logits, _ = task.attack_logits(model, clean.input_ids.index_select(0, rows),
+                                         clean.images.index_select(0, rows), targets)
+    adv_logits, _ = task.attack_logits(model, adv.batch.input_ids.index_select(0, rows),
+                                       adv.batch.images.index_select(0, rows), targets)
     return trades_kl(adv_logits, F.log_softmax(clean_logits.float(), dim=1))

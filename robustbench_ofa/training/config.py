@@ -37,7 +37,7 @@ MIXES = ("alternate", "sum")
 ADV_METHODS = ("none", "pgd", "trades", "fgsm-rs")
 #: The adversarial settings, stored only when ``adv`` is not "none" (so standard runs, their resume keys
 #: and the zoo recipes' hashes are what they were before adversarial training existed).
-ADV_FIELDS = ("adv", "adv_eps", "adv_steps", "adv_alpha", "adv_ratio", "adv_beta")
+ADV_FIELDS = ("adv", "adv_eps", "adv_steps", "adv_alpha", "adv_ratio", "adv_beta", "adv_text")
 
 
 def _budget(text: str) -> float:
@@ -110,6 +110,11 @@ class TrainConfig:
     adv_ratio: float = opt(1.0, check=lambda v: None if isinstance(v, (int, float)) and 0 < v <= 1
                            else "a share in (0, 1]", help="share of each batch that is attacked")
     adv_beta: float = opt(6.0, check=non_negative, help="TRADES: weight of the robustness (KL) term")
+    #: Words of the question the training attack may also perturb (typos, worst of a few candidates,
+    #: before the image attack: ``training.adv_text``); 0: images only.
+    adv_text: int = opt(0, check=count, help="also perturb up to N words of each attacked sample's text (typos "
+                                             "that keep the answer; worst of 4 candidates), before the image "
+                                             "attack")
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):
@@ -151,6 +156,8 @@ class TrainConfig:
         if self.adv == "none":
             for k in ADV_FIELDS:
                 d.pop(k)
+        elif not self.adv_text:  # image-only adversarial runs keep the keys they had before --adv-text
+            d.pop("adv_text")
         return d
 
     @property
@@ -169,6 +176,11 @@ class TrainConfig:
                "ratio": self.adv_ratio}
         if self.adv == "trades":
             out["beta"] = self.adv_beta
+        if self.adv_text:
+            from robustbench_ofa.training.adv_text import CANDIDATES
+
+            out["text_words"] = self.adv_text
+            out["text_candidates"] = CANDIDATES
         return out
 
     def resume_key(self) -> dict[str, Any]:
