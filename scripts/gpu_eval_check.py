@@ -1,0 +1,132 @@
+"""One-shot check of ``robust-ofa evaluate`` on a GPU against the same run on the CPU (issue 13, item 2).
+
+Why: ``--precision tf32|bf16``, ``--compile`` and the sync-free input checks change only how the attacks'
+passes are computed, so on the committed gate models (reports/baselines/gate-models: fixed weights, no
+build) every per-sample outcome should match the CPU fp32 run up to float noise, every attacked image
+should stay inside its budget, and clean predictions (always judged in fp32, eagerly) should not move at
+all. One table answers that for every configuration, with the evaluation phase's seconds beside it.
+
+    python scripts/gpu_eval_check.py --json gpu_eval.json        # on a GPU machine (a few minutes)
+    python scripts/gpu_eval_check.py --device cpu --configs fp32,bf16 --n-samples 8 --attack pgd --task ve \
+        --eps 8/255 --sanity-steps 5                            # the CPU test's config (seconds)
+
+Each configuration runs as its own ``python -m robustbench_ofa evaluate`` process under a time limit; one
+that fails or runs out of time is a row saying so, and the script carries on. The NCCL path needs two
+GPUs (two ranks may not share one), so it is not part of this one-GPU check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GATE = ROOT / "reports" / "baselines" / "gate-models"
+#: name -> extra evaluate arguments (the device is added); "cpu-fp32" is the reference
+CONFIGS = {
+    "fp32": ["--precision", "fp32"],
+    "tf32": ["--precision", "tf32"],
+    "bf16": ["--precision", "bf16"],
+    "bf16-compile": ["--precision", "bf16", "--compile"],
+}
+
+
+def _evaluate(out: Path, device: str, extra: list[str], args: argparse.Namespace) -> tuple[str, float | None]:
+    cmd = [sys.executable, "-m", "robustbench_ofa", "evaluate", "--model", str(GATE / "gate-base"), "--model",
+           str(GATE / "gate-finetune"), "--attack", args.attack, "--eps", args.eps, "--steps", "10",
+           "--n-samples", str(args.n_samples), "--batch-size", "32", "--seed", "0", "--no-transfer",
+           "--sanity-samples", "8", "--sanity-steps", str(args.sanity_steps), "--report", "", "--quiet", "--device", device, "--out", str(out), *extra]
+    if args.task:
+        cmd += ["--task", args.task]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.limit, env=env, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return f"no result: over the {args.limit:.0f} s limit", None
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
+        return f"failed: {lines[-1][:120]}", None
+    run = json.loads((out / "summary.json").read_text())["run"]
+    return "ok", float(run["evaluate_seconds"])
+
+
+def _rows(out: Path) -> tuple[dict, dict]:
+    db = sqlite3.connect(out / "results.sqlite")
+    clean = {r[:3]: r[3:] for r in db.execute("SELECT variant, task, uid, pred, correct FROM clean")}
+    res = {r[:6]: r[6:] for r in db.execute("SELECT variant, task, attack, norm, eps_label, uid, status, "
+                                            "adv_correct, linf, l2, eps FROM results")}
+    db.close()
+    return clean, res
+
+
+def compare(ref: Path, out: Path) -> dict:
+    """Clean predictions that differ, attacked outcomes (robust or not) that differ, images outside budget."""
+    rc, rr = _rows(ref)
+    c, r = _rows(out)
+    outside = sum(1 for k, v in r.items() if (v[2] if k[3] == "linf" else v[3]) > v[4] + 1e-6)
+    return {"clean_differ": sum(rc[k] != c.get(k) for k in rc), "clean_n": len(rc),
+            "outcomes_differ": sum(rr[k][1] != r.get(k, (None, None))[1] for k in rr), "outcomes_n": len(rr),
+            "outside_budget": outside}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda", help="the device under test (the reference runs on cpu)")
+    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
+    p.add_argument("--attack", default="fgsm,pgd,pgd-margin")
+    p.add_argument("--eps", default="2/255,8/255")
+    p.add_argument("--task", default=None, help="default: the gate models' tasks")
+    p.add_argument("--n-samples", type=int, default=96)
+    p.add_argument("--sanity-steps", type=int, default=100, help="steps of the large-eps check's attacks")
+    p.add_argument("--limit", type=float, default=240.0, help="seconds allowed to each evaluate run")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown:
+        print(f"gpu_eval_check: error: --configs: unknown {unknown[0]!r}; expected some of {', '.join(CONFIGS)}",
+              file=sys.stderr)
+        return 2
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(tmp) / "cpu-fp32"
+        t0 = time.perf_counter()
+        status, seconds = _evaluate(ref, "cpu", ["--precision", "fp32"], args)
+        print(f"cpu fp32 (reference): {status} in {time.perf_counter() - t0:.0f} s", flush=True)
+        if seconds is None:
+            print(f"gpu_eval_check: error: the CPU reference run {status}", file=sys.stderr)
+            return 1
+        rows.append({"config": "cpu fp32 (reference)", "status": status, "evaluate_seconds": seconds})
+        for name in names:
+            if name == "tf32" and not args.device.startswith("cuda"):
+                rows.append({"config": f"{args.device} {name}", "status": "skipped: TF32 exists on CUDA only"})
+                continue
+            out = Path(tmp) / name
+            t0 = time.perf_counter()
+            status, seconds = _evaluate(out, args.device, CONFIGS[name], args)
+            print(f"{args.device} {name}: {status} in {time.perf_counter() - t0:.0f} s", flush=True)
+            row = {"config": f"{args.device} {name}", "status": status, "evaluate_seconds": seconds}
+            if seconds is not None:
+                row.update(compare(ref, out))
+            rows.append(row)
+    print("\n| config | evaluate s | clean predictions differing | attacked outcomes differing | outside budget | "
+          "status |\n|---|---|---|---|---|---|")
+    for r in rows:
+        secs = "-" if r.get("evaluate_seconds") is None else f"{r['evaluate_seconds']:.1f}"
+        clean = f"{r['clean_differ']} / {r['clean_n']}" if "clean_n" in r else "-"
+        outc = f"{r['outcomes_differ']} / {r['outcomes_n']}" if "outcomes_n" in r else "-"
+        print(f"| {r['config']} | {secs} | {clean} | {outc} | {r.get('outside_budget', '-')} | {r['status']} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
