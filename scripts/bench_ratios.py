@@ -64,9 +64,11 @@ def main(argv: list[str]) -> int:
         if a and b:
             print(f"{label}: {a / b:.3f}  (target {target}; {a:.1f} s vs {b:.1f} s)")
     dist = info.get("test_bench_eval_2proc_1thread", {})
-    if "gather_share" in dist:
-        print(f"torchrun 2 procs: time in collectives (gather, incl. waiting for the slower rank) / evaluate "
-              f"phase: {dist['gather_share']:.3f}  (target <= 0.05; {dist['gather_seconds']:.2f} s)")
+    if "wait_share" in dist:
+        print(f"torchrun 2 procs, evaluate phase: gathering rows (all ranks arrived) / phase, worst rank: "
+              f"{dist['gather_share']:.3f}  (target <= 0.05; seconds per rank {dist['gather_seconds']})")
+        print(f"torchrun 2 procs, evaluate phase: waiting for the slower rank (load imbalance) / phase, worst "
+              f"rank: {dist['wait_share']:.3f}  (seconds per rank {dist['wait_seconds']})")
     if len(argv) > 1:
         prev = medians(argv[1])
         for name in sorted(set(cur) & set(prev)):

@@ -4,9 +4,9 @@ machine's 2 cores: one process with one thread, one process with torch's default
 ``torchrun --nproc-per-node 2`` with one thread per process. Same work, same rows.
 
 Timed: the whole command (start-up, model load, evaluation, aggregates). Each run's ``extra_info`` holds
-the evaluation phase alone (``evaluate_seconds``) and, for the torchrun run, rank 0's time inside
-collectives (``gather_seconds``, which includes waiting for the slower rank). ``scripts/bench_ratios.py``
-prints the ratios. Uses the embedded zoo under ``$ROBUST_OFA_HOME`` (built first if missing, ~8 min; CI
+the evaluation phase alone (``evaluate_seconds``) and, for the torchrun run, each rank's time in that
+phase's collectives: waiting for the other rank to arrive (``wait_seconds``, load imbalance) and gathering
+once both have (``gather_seconds``). ``scripts/bench_ratios.py`` prints the ratios. Uses the embedded zoo under ``$ROBUST_OFA_HOME`` (built first if missing, ~8 min; CI
 builds it in its end-to-end step before the benchmarks).
 """
 

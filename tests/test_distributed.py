@@ -115,7 +115,9 @@ def test_two_processes_equal_one_process_exactly(entry, home, reference, tmp_pat
     assert _rows(out) == _rows(reference)
     assert _numbers(out) == _numbers(reference)
     dist = json.loads((out / "summary.json").read_text())["run"]["distributed"]
-    assert dist["world_size"] == 2 and dist["backend"] == "gloo" and 0 <= dist["gather_share"] < 1
+    assert dist["world_size"] == 2 and dist["backend"] == "gloo"
+    assert len(dist["wait_seconds"]) == len(dist["gather_seconds"]) == 2
+    assert 0 <= dist["gather_share"] < 1 and 0 <= dist["wait_share"] < 1
 
 
 def _close(a, b, rel: float = 1e-4) -> bool:
@@ -296,3 +298,33 @@ def test_rows_are_gathered_every_few_rounds_in_single_process_batch_order():
     # one process: every batch is stored as it ends, as before
     single = Evaluator(EvalConfig(attacks=["pgd"], batch_size=1), None, None, None, progress=False)
     assert all(flush for *_, flush in single._buffered_rounds(items))
+
+
+CLOCK = """
+import json, sys, time
+from pathlib import Path
+from robustbench_ofa.evaluation.distributed import distributed_info, from_env
+dist, _ = from_env("cpu")
+if dist.rank == 1:
+    time.sleep(float(sys.argv[1]))  # rank 1 arrives late: rank 0 waits, as for a slower rank's last batch
+got = dist.all_gather(list(range(1000)))
+assert got == [list(range(1000))] * 2
+clocks = dist.all_gather(dist.clock())
+if dist.is_main:
+    Path(sys.argv[2]).write_text(json.dumps(distributed_info(dist, clocks, 10.0)))
+dist.close()
+"""
+
+
+def test_collective_time_separates_waiting_for_a_late_rank_from_gathering(tmp_path):
+    """``run.distributed`` splits each rank's collective time into waiting (load imbalance) and gathering.
+    Rank 1 arrives 1.5 s late: rank 0's wait holds those 1.5 s and its gather does not (before the split,
+    both were one number, so a slow rank read as a slow gather)."""
+    script, out = tmp_path / "clock.py", tmp_path / "clock.json"
+    script.write_text(CLOCK)
+    proc = _run(script, ["1.5", str(out)], nproc=2)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads(out.read_text())
+    (w0, w1), (g0, g1) = info["wait_seconds"], info["gather_seconds"]
+    assert w0 >= 1.4 and w1 < 0.5 and g0 < 0.5 and g1 < 0.5
+    assert info["wait_share"] == round(w0 / 10.0, 4) and info["gather_share"] == round(max(g0, g1) / 10.0, 4)

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, dist, device: str) -> int:
     """The evaluation; under torchrun every rank runs this, rank 0 alone writes files and prints."""
     from robustbench_ofa.evaluation import models as evm
-    from robustbench_ofa.evaluation.distributed import check_same_weights
+    from robustbench_ofa.evaluation.distributed import check_same_weights, distributed_info
     from robustbench_ofa.evaluation.outputs import clear_aggregates, format_summary, write_aggregates
     from robustbench_ofa.evaluation.runner import Evaluator
     from robustbench_ofa.evaluation.store import ResultsStore
@@ -135,9 +135,10 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
 
     evaluator = Evaluator(cfg, store, load_checked, data.samples, progress=not quiet, dist=dist)
     evaluator.check_compatible(task_objs)
-    t_eval = time.perf_counter()
+    t_eval, clock = time.perf_counter(), dist.clock()
     evaluator.run(catalog.names)
     spent = time.perf_counter() - t_eval
+    phase_clocks = dist.all_gather(tuple(b - a for a, b in zip(clock, dist.clock())))  # per rank, this phase only
     if not dist.is_main:
         return 0
     run_info = {"command": "robust-ofa " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -145,10 +146,8 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
                                                           else ", predictions fp32"),
                 "seconds": round(time.time() - t0, 1), "evaluate_seconds": round(spent, 2),
                 "data": data.describe(), "variants": catalog.variant_info(), **evm.package_info()}
-    if dist.active:  # gather_seconds: rank 0's time inside collectives (waiting for the others included)
-        run_info["distributed"] = {"world_size": dist.world, "backend": dist.backend,
-                                   "gather_seconds": round(dist.comm_seconds, 3),
-                                   "gather_share": round(dist.comm_seconds / max(spent, 1e-9), 4)}
+    if dist.active:
+        run_info["distributed"] = distributed_info(dist, phase_clocks, spent)
     if args.study_record:  # the study file's name, hash and content go into summary.json and the reports
         from robustbench_ofa.study.record import read_study_record
 

@@ -27,12 +27,15 @@ T = TypeVar("T")
 
 @dataclass
 class Dist:
-    """This process's place in the job, and the time it spent waiting on collectives."""
+    """This process's place in the job, and its time in collectives: waiting for the other ranks to arrive
+    (load imbalance: a rank with less work waits for the one with more) apart from moving the objects once
+    all have arrived (the cost of gathering itself)."""
 
     rank: int = 0
     world: int = 1
     local_rank: int = 0
     backend: str | None = None
+    wait_seconds: float = field(default=0.0, compare=False)
     comm_seconds: float = field(default=0.0, compare=False)
 
     @property
@@ -43,16 +46,27 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def _timed(self, op: Callable[[], None]) -> None:
+        """Run the collective ``op`` after a barrier, so that the time until the last rank arrives
+        (``wait_seconds``) is not counted as the collective's own cost (``comm_seconds``)."""
+        import torch.distributed as dist
+
+        t0 = time.perf_counter()
+        # NCCL is told this rank's GPU (otherwise it guesses one and warns).
+        dist.barrier(device_ids=[self.local_rank]) if self.backend == "nccl" else dist.barrier()
+        t1 = time.perf_counter()
+        op()
+        self.wait_seconds += t1 - t0
+        self.comm_seconds += time.perf_counter() - t1
+
     def all_gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order (the one object alone without torchrun)."""
         if not self.active:
             return [obj]
         import torch.distributed as dist
 
-        t0 = time.perf_counter()
         out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
-        self.comm_seconds += time.perf_counter() - t0
+        self._timed(lambda: dist.all_gather_object(out, obj))
         return out
 
     def broadcast(self, obj: Any) -> Any:
@@ -61,11 +75,13 @@ class Dist:
             return obj
         import torch.distributed as dist
 
-        t0 = time.perf_counter()
         box = [obj if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)
-        self.comm_seconds += time.perf_counter() - t0
+        self._timed(lambda: dist.broadcast_object_list(box, src=0))
         return box[0]
+
+    def clock(self) -> tuple[float, float]:
+        """(seconds waiting, seconds moving objects) so far: subtract two readings to time one phase."""
+        return self.wait_seconds, self.comm_seconds
 
     def raise_together(self, fn: Callable[[], T], runs: bool) -> T | None:
         """Run ``fn`` where ``runs``; an error on any rank is then raised on every rank (as one line,
@@ -109,6 +125,17 @@ class Dist:
 
 
 SINGLE = Dist()
+
+
+def distributed_info(dist: Dist, clocks: list[tuple[float, float]], phase_seconds: float) -> dict[str, Any]:
+    """``summary.json``'s ``run.distributed``: per rank (in rank order), the evaluation phase's seconds
+    waiting for other ranks at collectives and seconds gathering once all had arrived, and the largest of
+    each as a share of the phase. Waiting is load imbalance (at most one batch per rank at the end of
+    each unit when the batches do not divide evenly); gathering is what sharding itself costs."""
+    waits, gathers = [round(w, 3) for w, _ in clocks], [round(c, 3) for _, c in clocks]
+    phase = max(phase_seconds, 1e-9)
+    return {"world_size": dist.world, "backend": dist.backend, "wait_seconds": waits, "gather_seconds": gathers,
+            "wait_share": round(max(waits) / phase, 4), "gather_share": round(max(gathers) / phase, 4)}
 
 
 def from_env(device: str) -> tuple[Dist, str]:
