@@ -162,13 +162,13 @@ def frontier_plot(report: Report):
 
 
 def _standard_twin(report: Report, v: str) -> str | None:
-    """The variant trained like ``v`` but without adversarial training (same base, method and
-    hyper-parameters): the evaluator's choice of standard twin (``Evaluator._sources``)."""
+    """The variant trained like ``v`` but without adversarial training (same base, method,
+    hyper-parameters and ``twin_recipe``: tasks, data, training settings): the evaluator's choice of
+    standard twin (``Evaluator._sources``). Runs from before the recipe was recorded match without it."""
     info = report.variant_meta.get(v, {})
+    keys = ("base", "method", "hparams") + (("twin_recipe",) if "twin_recipe" in info else ())
     return next((u for u in report.variants if not report.robust_trained(u)
-                 and report.variant_meta.get(u, {}).get("base") == info.get("base")
-                 and report.variant_meta.get(u, {}).get("method") == info.get("method")
-                 and report.variant_meta.get(u, {}).get("hparams") == info.get("hparams")), None)
+                 and all(report.variant_meta.get(u, {}).get(k) == info.get(k) for k in keys)), None)
 
 
 #: Validity flags that say a variant's robust accuracy may be overstated (masked gradients).
@@ -185,8 +185,9 @@ def _masking_flags(report: Report, v: str, task: str, label: str) -> list[str]:
 
 
 def _own_attacks(report: Report) -> list[str]:
-    """The run's own white-box attacks (named with ``--attack``): first in the cascade, so their rows
-    alone give the worst case before the strong protocol's additions (``EvalConfig.image_attacks``)."""
+    """The run's own white-box attacks (named with ``--attack``): first in the cascade, and on an image
+    ladder they inherit only what own attacks fooled at a smaller budget (``Evaluator._attack_unit``), so
+    their rows alone give the worst case before the strong protocol's additions."""
     from attacks import ATTACKS
 
     return [a for a in report.settings.get("attacks") or [] if a in ATTACKS and ATTACKS.get(a).white_box]
@@ -231,9 +232,13 @@ def survival_sentences(report: Report) -> list[str]:
     if res is None or not len(res):
         return []
     res = res[res.norm == "linf"]
+    mine_attacks = _own_attacks(report)
+    if not mine_attacks:
+        return ["Whether the robust-trained variants' gains survive the strong protocol was not checked: the run "
+                "named no white-box attack of its own (--attack) to measure the gain with."]
     strong = robust_flags(res).sort_index()
-    own = robust_flags(res[res.attack.isin(_own_attacks(report))]).sort_index()
-    ladder = res.drop_duplicates("eps_label").sort_values("eps")[["eps_label"]].eps_label.tolist()
+    own = robust_flags(res[res.attack.isin(mine_attacks)]).sort_index()
+    ladder = res.drop_duplicates("eps_label").sort_values("eps").eps_label.tolist()
     out = []
     for task in report.tasks:
         for v, s in pairs:

@@ -38,18 +38,20 @@ CONFIGS = {
 }
 
 
-def _evaluate(out: Path, device: str, extra: list[str], args: argparse.Namespace) -> tuple[str, float | None]:
+def _evaluate(out: Path, device: str, extra: list[str], args: argparse.Namespace,
+              limit: float) -> tuple[str, float | None]:
     cmd = [sys.executable, "-m", "robustbench_ofa", "evaluate", "--model", str(GATE / "gate-base"), "--model",
            str(GATE / "gate-finetune"), "--attack", args.attack, "--eps", args.eps, "--steps", "10",
            "--n-samples", str(args.n_samples), "--batch-size", "32", "--seed", "0", "--no-transfer",
-           "--sanity-samples", "8", "--sanity-steps", str(args.sanity_steps), "--report", "", "--quiet", "--device", device, "--out", str(out), *extra]
+           "--sanity-samples", "8", "--sanity-steps", str(args.sanity_steps), "--report", "", "--quiet",
+           "--device", device, "--out", str(out), *extra]
     if args.task:
         cmd += ["--task", args.task]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.limit, env=env, cwd=ROOT)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env, cwd=ROOT)
     except subprocess.TimeoutExpired:
-        return f"no result: over the {args.limit:.0f} s limit", None
+        return f"no result: over the {limit:.0f} s limit", None
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
         return f"failed: {lines[-1][:120]}", None
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-samples", type=int, default=96)
     p.add_argument("--sanity-steps", type=int, default=100, help="steps of the large-eps check's attacks")
     p.add_argument("--limit", type=float, default=240.0, help="seconds allowed to each evaluate run")
+    p.add_argument("--total", type=float, default=500.0,
+                   help="seconds allowed to the whole check (a borrowed GPU's one command may run 600 s): each run "
+                        "gets at most what is left, and a configuration with under 30 s left is skipped")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -95,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     rows = []
+    deadline = time.perf_counter() + args.total
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "cpu-fp32"
         t0 = time.perf_counter()
-        status, seconds = _evaluate(ref, "cpu", ["--precision", "fp32"], args)
+        status, seconds = _evaluate(ref, "cpu", ["--precision", "fp32"], args, min(args.limit, args.total))
         print(f"cpu fp32 (reference): {status} in {time.perf_counter() - t0:.0f} s", flush=True)
         if seconds is None:
             print(f"gpu_eval_check: error: the CPU reference run {status}", file=sys.stderr)
@@ -108,9 +114,13 @@ def main(argv: list[str] | None = None) -> int:
             if name == "tf32" and not args.device.startswith("cuda"):
                 rows.append({"config": f"{args.device} {name}", "status": "skipped: TF32 exists on CUDA only"})
                 continue
+            left = deadline - time.perf_counter()
+            if left < 30:
+                rows.append({"config": f"{args.device} {name}", "status": f"skipped: {left:.0f} s of --total left"})
+                continue
             out = Path(tmp) / name
             t0 = time.perf_counter()
-            status, seconds = _evaluate(out, args.device, CONFIGS[name], args)
+            status, seconds = _evaluate(out, args.device, CONFIGS[name], args, min(args.limit, left))
             print(f"{args.device} {name}: {status} in {time.perf_counter() - t0:.0f} s", flush=True)
             row = {"config": f"{args.device} {name}", "status": status, "evaluate_seconds": seconds}
             if seconds is not None:

@@ -232,6 +232,21 @@ def test_protocol_strong_adds_the_adaptive_rows_and_the_worst_case_takes_them(zo
     assert "EOT-PGD is PGD" in checks["stochastic_modules"]
 
 
+def test_own_attacks_inherit_only_what_own_attacks_fooled(zoo, tmp_path):
+    """Under ``--protocol strong`` the run's own attack at a larger budget inherits only the samples the
+    run's own attacks fooled at a smaller one, so its rows alone are the own-attack worst case (what the
+    survival sentences compare with the strong one). Here PGD is stuck at every budget while the adaptive
+    attacks fool at the smallest: PGD's rows must all stay robust, not inherit those samples."""
+    _, tables = _evaluate(zoo, tmp_path, ["saturated"], protocol="strong", eps=parse_eps_list("16/255,64/255"))
+    res = tables["samples"]
+    small = res[(res.eps_label == "16/255") & res.attack.isin(ADAPTIVE_ATTACKS)]
+    assert (small.adv_correct == 0).sum() >= 3  # what an unfiltered cascade would hand to PGD at 64/255
+    pgd = res[res.attack == "pgd"]
+    assert set(pgd.status) == {"attacked"} and set(pgd.adv_correct) == {1}
+    worst = tables["worst_case"].set_index("eps_label").robust_acc
+    assert worst["64/255"] <= 1 - (small.adv_correct == 0).mean() + 1e-9  # the worst case still takes them
+
+
 def test_twin_transfer_is_reported_per_variant(zoo, tmp_path):
     """The quantised (masked) "prompt" variant, attacked with images crafted on its finetuned twin: flagged
     by the transfer test, and the twin-transfer attack of the cascade takes its worst case down."""
@@ -281,6 +296,25 @@ def test_twins_are_chosen_by_card():
         "pt": ["ft"], "pt-64": ["ft"],  # PEFT: the standard finetuned twin, never the robust one
         "pt-at": ["pt", "ft"],  # standard twin (same hparams, not pt-64) first, then the finetuned one
         "pt-other-base": [], "unknown": []}
+
+
+def test_a_twin_shares_the_tasks_data_and_training_settings():
+    """A standard variant of the same base, method and hyper-parameters but trained 10x longer is not a
+    robust variant's twin, nor is a finetuned variant tuned on fewer tasks a PEFT variant's; where the
+    run happened (device) does not matter."""
+    hp, at = {"length": 16}, {"method": "pgd", "eps": 4 / 255}
+    tr = {"lr": 0.1, "max_steps": 300, "seed": 1, "device": "cpu"}
+    both, one = ["ve", "vqa"], ["ve"]
+    cards = {"ft": {"method": "finetune", "base": "b", "tasks": both, "train": {**tr, "lr": 1e-3}},
+             "ft-ve": {"method": "finetune", "base": "b", "tasks": one, "train": {**tr, "lr": 1e-3}},
+             "pt-long": {"method": "prompt", "base": "b", "hparams": hp, "tasks": both,
+                         "train": {**tr, "max_steps": 3000}},
+             "pt": {"method": "prompt", "base": "b", "hparams": hp, "tasks": both, "train": tr},
+             "pt-at": {"method": "prompt", "base": "b", "hparams": hp, "tasks": both, "adversarial": at,
+                       "train": {**tr, "adv": "pgd", "adv_eps": 4 / 255, "adv_steps": 3, "device": "cuda"}}}
+    assert _sources(cards)["pt-at"] == ["pt", "ft"]
+    del cards["pt"]
+    assert _sources(cards)["pt-at"] == ["ft"]
 
 
 def test_twin_transfer_without_a_twin_is_one_line(zoo, tmp_path):
@@ -365,3 +399,11 @@ def test_protocol_strong_is_stored_and_adds_the_adaptive_attacks():
     both = evaluate.build_config(parser.parse_args(["evaluate", *EVAL_ARGS, "--protocol", "strong", "--attack",
                                                     "square,pgd"]), baseline["tasks"])
     assert both.image_attacks(Threat.LINF) == ["pgd", *ADAPTIVE_ATTACKS, "square", TWIN_TRANSFER]
+
+
+def test_the_large_eps_check_refuses_an_attack_that_needs_twins():
+    from robustbench_ofa.errors import RobustOFAError
+
+    cfg = EvalConfig(attacks=["pgd"], sanity_attacks=["pgd", TWIN_TRANSFER])
+    with pytest.raises(RobustOFAError, match=r"sanity_attacks: 'twin-transfer' crafts its images on other variants"):
+        cfg.validate()

@@ -308,3 +308,43 @@ def test_survival_sentences_say_whether_each_gain_survives():
     report = _survival_report(0)
     report.settings["protocol"] = "standard"
     assert "was not checked" in survival_sentences(report)[0]
+    report = _survival_report(0)
+    report.settings["attacks"] = ["square"]  # no white-box attack of the run's own: no gain to measure
+    assert survival_sentences(report) == [
+        "Whether the robust-trained variants' gains survive the strong protocol was not checked: the run named "
+        "no white-box attack of its own (--attack) to measure the gain with."]
+    report = _survival_report(0)  # trained otherwise (tasks, data or settings): not its twin, no sentence
+    report.variant_meta["v-at"]["twin_recipe"], report.variant_meta["v"]["twin_recipe"] = "aaaa", "bbbb"
+    assert survival_sentences(report) == []
+    report.variant_meta["v"]["twin_recipe"] = "aaaa"
+    assert len(survival_sentences(report)) == 1
+
+
+def test_trades_inner_attack_uses_the_clean_text_as_its_reference(colour_model, monkeypatch):
+    """With --adv-text, TRADES' inner attack maximises the KL to the prediction on the clean text and
+    image (the reference ``trades_term`` trains against), not on the typo'd text."""
+    from robustbench_ofa.training import adversarial
+
+    model, task = colour_model
+    model = copy.deepcopy(model).train()
+    samples = colour_samples(8, 3)
+    batch = task.collate(samples)
+    seen = {}
+
+    class Spy(adversarial._TradesObjective):
+        def __init__(self, view, clean_logits):
+            seen["clean"] = clean_logits
+            super().__init__(view, clean_logits)
+
+    monkeypatch.setattr(adversarial, "_TradesObjective", Spy)
+    cfg = TrainConfig(max_steps=1, adv="trades", adv_eps=EPS, adv_steps=1, adv_ratio=0.5, adv_text=1, seed=5)
+    out = adversarial_batch(model, task, batch, cfg, step=7)
+    rows = out.rows
+    assert not torch.equal(out.batch.input_ids.index_select(0, rows), batch.input_ids.index_select(0, rows))
+    model.eval()
+    with torch.no_grad():
+        want, _ = task.attack_logits(model, batch.input_ids.index_select(0, rows), batch.images.index_select(0, rows),
+                                     batch.targets.index_select(0, rows))
+        typo, _ = task.attack_logits(model, out.batch.input_ids.index_select(0, rows),
+                                     batch.images.index_select(0, rows), batch.targets.index_select(0, rows))
+    assert torch.allclose(seen["clean"], want) and not torch.allclose(want, typo)

@@ -328,3 +328,36 @@ def test_collective_time_separates_waiting_for_a_late_rank_from_gathering(tmp_pa
     (w0, w1), (g0, g1) = info["wait_seconds"], info["gather_seconds"]
     assert w0 >= 1.4 and w1 < 0.5 and g0 < 0.5 and g1 < 0.5
     assert info["wait_share"] == round(w0 / 10.0, 4) and info["gather_share"] == round(max(g0, g1) / 10.0, 4)
+
+
+@pytest.mark.parametrize("world, n_batches", [(2, 11), (3, 2), (2, 1), (3, 10), (2, 0)])
+def test_every_rank_makes_the_same_gathers_and_every_batch_is_stored_once(world, n_batches):
+    """Each rank's own ``_buffered_rounds`` (an odd number of batches, more ranks than batches, no batch):
+    all ranks flush at the same rounds (so their collectives pair up), a rank without a batch in a round
+    queues nothing, and the gathered batches are every batch once, in order."""
+    from robustbench_ofa.evaluation.config import EvalConfig
+    from robustbench_ofa.evaluation.distributed import Dist
+    from robustbench_ofa.evaluation.runner import Evaluator
+
+    items = list(range(n_batches))  # batches of 1
+    per_rank = []
+    for rank in range(world):
+        ev = Evaluator(EvalConfig(attacks=["pgd"], batch_size=1), None, None, None, progress=False,
+                       dist=Dist(rank=rank, world=world))
+        flushes, queued = [], []
+        for i, (k, chunk, n_round, flush) in enumerate(ev._buffered_rounds(items)):
+            assert n_round == len(items[i * world:(i + 1) * world])
+            if chunk:
+                assert chunk == [k] and k % world == rank
+                ev._pending.append((k, f"r{rank}"))
+            if flush:
+                flushes.append(i)
+                queued.append(ev._pending)
+                ev._pending = []
+        per_rank.append((flushes, queued))
+    assert len({tuple(f) for f, _ in per_rank}) == 1  # the same collective calls on every rank
+    stored = []
+    for parts in zip(*(q for _, q in per_rank)):  # what each gather returns
+        stored += sorted((x for part in parts for x in part), key=lambda x: x[0])
+    assert [k for k, _ in stored] == list(range(n_batches))
+    assert all(tag == f"r{k % world}" for k, tag in stored)

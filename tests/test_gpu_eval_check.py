@@ -16,7 +16,8 @@ def test_script_compares_each_config_with_the_cpu_reference(tmp_path):
     out = tmp_path / "r.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_eval_check.py"), "--device", "cpu",
                            "--configs", "fp32,tf32,bf16", "--attack", "pgd", "--task", "ve", "--n-samples", "8",
-                           "--eps", "8/255", "--sanity-steps", "5", "--json", str(out)], capture_output=True, text=True, timeout=600)
+                           "--eps", "8/255", "--sanity-steps", "5", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| config | evaluate s |" in proc.stdout
     rows = {r["config"]: r for r in json.loads(out.read_text())}
@@ -30,3 +31,10 @@ def test_unknown_config_is_one_line():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_eval_check.py"), "--configs", "fp8"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "'fp8'" in proc.stderr
+
+
+def test_total_time_bounds_every_run():
+    """``--total`` caps each run by what is left of it (a borrowed GPU's command has 600 s in all)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_eval_check.py"), "--device", "cpu",
+                           "--configs", "fp32", "--total", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "the CPU reference run no result: over the 1 s limit" in proc.stderr

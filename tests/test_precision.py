@@ -154,3 +154,18 @@ def test_compiled_modules_run_eagerly_outside_the_attack_context():
         lin(x)
         assert seen == [1]
     torch._dynamo.reset()
+
+
+def test_compile_on_a_torch_without_set_stance_is_one_line(monkeypatch):
+    """``run`` enters ``judged_eagerly`` before any model is compiled: on torch < 2.6 that is the one-line
+    error, not an AttributeError."""
+    import torch
+
+    from robustbench_ofa.errors import RobustOFAError
+    from robustbench_ofa.evaluation.precision import judged_eagerly
+
+    monkeypatch.delattr(torch.compiler, "set_stance")
+    with pytest.raises(RobustOFAError, match=r"--compile needs torch >= 2.6"):
+        judged_eagerly(True)
+    with judged_eagerly(False):  # without --compile nothing is asked of torch.compiler
+        pass

@@ -142,8 +142,9 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
     if not dist.is_main:
         return 0
     run_info = {"command": "robust-ofa " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                "device": cfg.device, "precision": f"attacks {cfg.precision}" + (" compiled, predictions fp32 eager" if cfg.compile
-                                                          else ", predictions fp32"),
+                "device": cfg.device,
+                "precision": f"attacks {cfg.precision}" + (" compiled, predictions fp32 eager" if cfg.compile
+                                                           else ", predictions fp32"),
                 "seconds": round(time.time() - t0, 1), "evaluate_seconds": round(spent, 2),
                 "data": data.describe(), "variants": catalog.variant_info(), **evm.package_info()}
     if dist.active:

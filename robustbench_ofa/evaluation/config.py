@@ -128,6 +128,9 @@ class EvalConfig:
         for name in self.sanity_attacks:
             if ATTACKS.get(name).threat is not Threat.LINF:
                 raise RobustOFAError(f"sanity_attacks: {name!r} is not an L-inf image attack")
+            if ATTACKS.get(name).needs_sources:
+                raise RobustOFAError(f"sanity_attacks: {name!r} crafts its images on other variants (twins); "
+                                     f"the large-eps check attacks the variant itself")
         if self.precision == "tf32" and not self.device.startswith("cuda"):
             raise RobustOFAError(f"--precision tf32: TF32 exists on CUDA devices only (--device is {self.device})")
         if self.sanity_steps < 1 or self.sanity_restarts < 1 or self.sanity_samples < 1:

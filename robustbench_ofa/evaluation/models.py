@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustbench_ofa.cards import twin_recipe
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.evaluation.runner import LoadedVariant
 
@@ -60,7 +61,7 @@ class Catalog:
             if card is not None:
                 out[name] = {"name": name, "method": card.method, "trainable_params": card.trainable_params,
                              "total_params": card.total_params, "hparams": card.hparams, "sha256": card.sha256,
-                             "clean": card.clean, "base": card.base}
+                             "clean": card.clean, "base": card.base, "twin_recipe": twin_recipe(card.to_dict())}
                 if card.adversarial:  # robust-trained: labelled in the reports, placed on the frontier
                     out[name]["adversarial"] = card.adversarial
                 if card.train_grad_evals is not None:

@@ -49,15 +49,21 @@ def attack_precision(precision: str, device: str) -> Iterator[None]:
         yield
 
 
+def check_compile() -> None:
+    """``--compile`` judges predictions eagerly through ``torch.compiler.set_stance`` (torch >= 2.6): one
+    line before any work on an older torch, not an AttributeError inside the run."""
+    if not hasattr(torch.compiler, "set_stance"):
+        raise RobustOFAError(f"--compile needs torch >= 2.6 (torch.compiler.set_stance), this is torch "
+                             f"{torch.__version__}")
+
+
 def compile_model(model: torch.nn.Module) -> None:
     """``torch.compile`` the encoder's and the decoder's ``forward`` in place (the module tree, parameter
     names and weight hashes stay as they are; the whole model is not compiled because the tasks call
     ``model.encode`` and ``model.decoder``, never ``model.forward``; ``nn.Module.compile`` was measured to
     reach no backend here, torch 2.13). Shapes change with the cascade and decoding, so dynamo
     recompiles a few times and then marks them dynamic."""
-    if not hasattr(torch.compiler, "set_stance"):
-        raise RobustOFAError(f"--compile needs torch >= 2.6 (torch.compiler.set_stance), this is torch "
-                             f"{torch.__version__}")
+    check_compile()
     backend = os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
     for part in (model.encoder, model.decoder):
         if "forward" not in vars(part):  # not compiled yet
@@ -68,7 +74,10 @@ def judged_eagerly(compiled: bool):
     """Outside the attacks, compiled modules run eagerly (``set_stance("force_eager")``), so every clean
     and adversarial prediction is computed exactly as without ``--compile``; ``attack_passes`` switches
     compilation back on inside an attack."""
-    return torch.compiler.set_stance("force_eager") if compiled else nullcontext()
+    if not compiled:
+        return nullcontext()
+    check_compile()
+    return torch.compiler.set_stance("force_eager")
 
 
 @contextmanager

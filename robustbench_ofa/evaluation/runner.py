@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from attacks import ATTACKS, AttackParams, Threat, run_attack
 from attacks.objective import stochastic_modules
 from attacks.views import TaskView
+from robustbench_ofa.cards import twin_recipe
 from robustbench_ofa.data.types import Sample
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.evaluation.config import TWIN_TRANSFER, EvalConfig
@@ -148,9 +149,10 @@ class Evaluator:
 
     def _sources(self, name: str) -> list[str]:
         """The twins that ``name``'s transferred images are crafted on, among the run's variants (by their
-        cards): a robust-trained variant's standard twin (same base, method and hyper-parameters, no
-        adversarial training), then, for a parameter-efficient variant, the finetuned (not
-        parameter-efficient, not robust-trained) variants of the same base."""
+        cards): a robust-trained variant's standard twin (same base, method, hyper-parameters and
+        ``twin_recipe``: tasks, data and training settings, no adversarial training), then, for a
+        parameter-efficient variant, the finetuned (not parameter-efficient, not robust-trained) variants
+        of the same base tuned on at least its tasks."""
         from robustbench_ofa.tuning import METHODS
 
         cards = self._cards
@@ -166,16 +168,19 @@ class Evaluator:
         others = [n for n in self._names if n != name and cards.get(n, {}).get("base") == base]
         out = []
         if me.get("adversarial"):
+            recipe = twin_recipe(me)
             out += [n for n in others if not cards[n].get("adversarial") and cards[n].get("method") == me.get("method")
-                    and cards[n].get("hparams") == me.get("hparams")]
+                    and cards[n].get("hparams") == me.get("hparams") and twin_recipe(cards[n]) == recipe]
         if efficient(me):
+            tasks = set(me.get("tasks") or [])
             out += [n for n in others if efficient(cards[n]) is False and not cards[n].get("adversarial")
-                    and n not in out]
+                    and tasks <= set(cards[n].get("tasks") or []) and n not in out]
         return out
 
     def _source_views(self, lv: LoadedVariant, task: Task, samples: list[Sample]) -> list[tuple[LoadedVariant, Task]]:
-        """The loaded twins of ``lv`` and their tasks (built like the twin's own evaluation would), cached
-        until the variant is done. Called by every rank at the same point (loading compares weights)."""
+        """The loaded twins of ``lv`` (cached until the variant is done) and their tasks (built per unit,
+        like the twin's own evaluation would). Called by every rank at the same point (loading compares
+        weights)."""
         out = []
         for src in self._sources(lv.name):
             if src not in self._source_cache:
@@ -376,9 +381,14 @@ class Evaluator:
             return
         clean = store.clean_rows(lv.name, task.name)
         inherited = {}
+        # On an image ladder the run's own attacks inherit only what own attacks fooled, so their rows alone
+        # stay the worst case before ``--protocol strong``'s additions (``reports.frontier`` compares the
+        # two). A joint threat still inherits every image attack's fooled samples (its worst case).
+        own = (list(cfg.attacks) if cfg.protocol == "strong" and attack in cfg.attacks and norm in Threat.image()
+               else None)
         if cfg.cascade:
             for inorm, values in inherit:
-                for uid, row in store.fooled_uids(lv.name, task.name, inorm, values).items():
+                for uid, row in store.fooled_uids(lv.name, task.name, inorm, values, own).items():
                     inherited.setdefault(uid, row)
         words = cfg.text.words if ATTACKS.get(attack).modality != "image" else None
         cascaded = {}
@@ -405,7 +415,8 @@ class Evaluator:
                 to_attack.append(s)
         store.add_results([r for r in direct if r["uid"] not in done])
         example_uids = {s.uid for s in samples[: cfg.n_examples]}
-        sources = self._source_views(lv, task, samples) if ATTACKS.get(attack).needs_sources and to_attack else []
+        pending = any(s.uid not in done for s in to_attack)  # on resume, twins are loaded only if needed
+        sources = self._source_views(lv, task, samples) if ATTACKS.get(attack).needs_sources and pending else []
         bar = tqdm(total=len(to_attack), desc=f"{lv.name} {task.name} {attack} {label}", leave=False,
                    disable=not self.progress or not to_attack)
         for k, chunk, n_round, flush in self._buffered_rounds(to_attack):

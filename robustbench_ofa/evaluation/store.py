@@ -198,15 +198,18 @@ class ResultsStore:
                               "AND eps_label=?", (variant, task, attack, norm, eps_label))
         return {r[0] for r in cur}
 
-    def fooled_uids(self, variant: str, task: str, norm: str, eps_values: Sequence[float]) -> dict[str, dict]:
-        """Samples fooled (by any attack) at any of the given eps of this norm: uid -> its row."""
-        if not eps_values:
+    def fooled_uids(self, variant: str, task: str, norm: str, eps_values: Sequence[float],
+                    attacks: Sequence[str] | None = None) -> dict[str, dict]:
+        """Samples fooled (by any attack, or by one of ``attacks``) at any of the given eps of this norm:
+        uid -> its row."""
+        if not eps_values or (attacks is not None and not attacks):
             return {}
         marks = ",".join("?" * len(eps_values))
+        only = f" AND attack IN ({','.join('?' * len(attacks))})" if attacks is not None else ""
         cur = self.db.execute(
             f"SELECT {','.join(RESULT_COLUMNS)} FROM results WHERE variant=? AND task=? AND norm=? "
-            f"AND eps IN ({marks}) AND clean_correct=1 AND adv_correct=0 ORDER BY eps, attack",
-            (variant, task, norm, *eps_values))
+            f"AND eps IN ({marks}) AND clean_correct=1 AND adv_correct=0{only} ORDER BY eps, attack",
+            (variant, task, norm, *eps_values, *(attacks or ())))
         out: dict[str, dict] = {}
         for row in cur:
             rec = dict(zip(RESULT_COLUMNS, row))

@@ -69,9 +69,22 @@ def perturb(text: str, words: int, protected: frozenset[str], is_word: Callable[
 
 
 def vocabulary_check(tokenizer) -> Callable[[str], bool]:
-    """``is_word(w)``: the tokenizer has ``w`` as one token, with or without a leading space (BPE)."""
+    """``is_word(w)``: the tokenizer has ``w`` as one token, with or without a leading space (BPE). Kept on
+    the tokenizer: building the vocabulary (OFA's: 59k entries) every training step would cost more than
+    the typos."""
+    cached = getattr(tokenizer, "_robust_ofa_is_word", None)
+    if cached is not None:
+        return cached
     vocab = tokenizer.bart.get_vocab()
-    return lambda w: bool(w) and (w in vocab or "\u0120" + w in vocab)
+
+    def is_word(w: str) -> bool:
+        return bool(w) and (w in vocab or "\u0120" + w in vocab)
+
+    try:
+        tokenizer._robust_ofa_is_word = is_word
+    except AttributeError:  # a tokenizer that takes no new attributes: built each time, still correct
+        pass
+    return is_word
 
 
 def adversarial_texts(model, task: Task, batch: TaskBatch, rows: torch.Tensor, words: int, seed: int,

@@ -76,6 +76,7 @@ def adversarial_batch(model: nn.Module, task: Task, batch: TaskBatch, config: Tr
     was_training = model.training
     model.eval()
     texts, queries = None, 0
+    clean_ids = batch.input_ids  # TRADES' reference: the clean text and image, as in ``trades_term``
     try:
         if config.adv_text:  # text first (typos that keep the answer), then the image attack on that text
             from attacks.text.queries import source_ids
@@ -90,7 +91,8 @@ def adversarial_batch(model: nn.Module, task: Task, batch: TaskBatch, config: Tr
         view.index = torch.arange(len(sub), device=sub.images.device)
         if config.adv == "trades":
             with torch.no_grad():
-                clean_logits, _ = task.attack_logits(model, sub.input_ids, sub.images, sub.targets)
+                clean_logits, _ = task.attack_logits(model, clean_ids.index_select(0, rows), sub.images,
+                                                     sub.targets)
             objective: Objective = _TradesObjective(view, clean_logits)
         else:
             objective = Objective(view)
