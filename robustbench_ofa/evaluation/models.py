@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustbench_ofa.cards import twin_recipe
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.evaluation.runner import LoadedVariant
+from robustbench_ofa.evaluation.twins import twin_recipe
 
 
 @dataclass

@@ -25,13 +25,13 @@ from tqdm.auto import tqdm
 from attacks import ATTACKS, AttackParams, Threat, run_attack
 from attacks.objective import stochastic_modules
 from attacks.views import TaskView
-from robustbench_ofa.cards import twin_recipe
 from robustbench_ofa.data.types import Sample
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.evaluation.config import TWIN_TRANSFER, EvalConfig
 from robustbench_ofa.evaluation.distributed import SINGLE, Dist
 from robustbench_ofa.evaluation.precision import attack_passes, compile_model, judged_eagerly
 from robustbench_ofa.evaluation.store import ResultsStore
+from robustbench_ofa.evaluation.twins import twin_recipe
 from robustbench_ofa.seeds import sample_seed
 from robustbench_ofa.stats import wilson_interval
 from robustbench_ofa.tasks import Task, TaskBatch, get_task, task_class
