@@ -185,12 +185,11 @@ def _masking_flags(report: Report, v: str, task: str, label: str) -> list[str]:
 
 
 def _own_attacks(report: Report) -> list[str]:
-    """The run's own white-box attacks (named with ``--attack``): first in the cascade, and on an image
-    ladder they inherit only what own attacks fooled at a smaller budget (``Evaluator._attack_unit``), so
+    """The run's own white-box attacks, as the evaluator defines them (``evaluation.config.own_white_box``):
     their rows alone give the worst case before the strong protocol's additions."""
-    from attacks import ATTACKS
+    from robustbench_ofa.evaluation.config import own_white_box
 
-    return [a for a in report.settings.get("attacks") or [] if a in ATTACKS and ATTACKS.get(a).white_box]
+    return own_white_box(list(report.settings.get("attacks") or []))
 
 
 def _paired(flags, a: str, b: str, task: str, label: str) -> tuple[float, float, int] | None:

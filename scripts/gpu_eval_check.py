@@ -99,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_eval_check: error: --configs: unknown {unknown[0]!r}; expected some of {', '.join(CONFIGS)}",
               file=sys.stderr)
         return 2
+    for flag, value in (("--limit", args.limit), ("--total", args.total)):
+        if not value > 0:
+            print(f"gpu_eval_check: error: {flag}: expected a positive number of seconds, got {value:g}",
+                  file=sys.stderr)
+            return 2
     rows = []
     deadline = time.perf_counter() + args.total
     with tempfile.TemporaryDirectory() as tmp:

@@ -232,19 +232,44 @@ def test_protocol_strong_adds_the_adaptive_rows_and_the_worst_case_takes_them(zo
     assert "EOT-PGD is PGD" in checks["stochastic_modules"]
 
 
-def test_own_attacks_inherit_only_what_own_attacks_fooled(zoo, tmp_path):
-    """Under ``--protocol strong`` the run's own attack at a larger budget inherits only the samples the
-    run's own attacks fooled at a smaller one, so its rows alone are the own-attack worst case (what the
-    survival sentences compare with the strong one). Here PGD is stuck at every budget while the adaptive
-    attacks fool at the smallest: PGD's rows must all stay robust, not inherit those samples."""
-    _, tables = _evaluate(zoo, tmp_path, ["saturated"], protocol="strong", eps=parse_eps_list("16/255,64/255"))
+def test_a_strong_store_from_before_the_own_inheritance_rule_is_not_resumed(tmp_path):
+    """A strong-protocol store written when own attacks also inherited what the adaptive attacks fooled
+    would be finished under a mixed rule: its settings lack ``own_inheritance``, so resuming it is refused.
+    A standard run's settings (and the baselines made from them) are unchanged."""
+    from robustbench_ofa.errors import RobustOFAError
+
+    cfg = EvalConfig(attacks=["pgd"], tasks=["vqa"], protocol="strong")
+    cfg.validate()
+    old = {k: v for k, v in cfg.settings().items() if k != "own_inheritance"}
+    store = ResultsStore(tmp_path / "results.sqlite")
+    store.bind(old)
+    with pytest.raises(RobustOFAError, match="setting 'own_inheritance' differs"):
+        store.bind(cfg.settings())
+    assert "own_inheritance" not in EvalConfig(attacks=["pgd"], tasks=["vqa"]).settings()
+
+
+@pytest.mark.parametrize("attacks", [["pgd"], ["pgd", "square"]])
+def test_own_attacks_inherit_only_what_own_attacks_fooled(zoo, tmp_path, attacks):
+    """Under ``--protocol strong`` the run's own white-box attack at a larger budget inherits only the
+    samples own white-box attacks fooled at a smaller one, so its rows alone are the own-attack worst case
+    (what the survival sentences compare with the strong one). Here PGD is stuck at every budget while the
+    adaptive attacks fool at the smallest: PGD's rows must all stay robust, not inherit those samples,
+    neither directly nor through a black-box attack that runs after the adaptive ones in the cascade and
+    so stores their samples under its own name (``square``: status ``cascade``)."""
+    _, tables = _evaluate(zoo, tmp_path, ["saturated"], protocol="strong", eps=parse_eps_list("16/255,64/255"),
+                          attacks=attacks)
     res = tables["samples"]
     small = res[(res.eps_label == "16/255") & res.attack.isin(ADAPTIVE_ATTACKS)]
-    assert (small.adv_correct == 0).sum() >= 3  # what an unfiltered cascade would hand to PGD at 64/255
+    fooled = set(small[small.adv_correct == 0].uid)
+    assert len(fooled) >= 3  # what an unfiltered cascade would hand to PGD at 64/255
+    if "square" in attacks:
+        sq = res[(res.attack == "square") & (res.eps_label == "16/255")]
+        assert fooled <= set(sq[sq.status == "cascade"].uid)  # the path the filter must also close
     pgd = res[res.attack == "pgd"]
     assert set(pgd.status) == {"attacked"} and set(pgd.adv_correct) == {1}
     worst = tables["worst_case"].set_index("eps_label").robust_acc
-    assert worst["64/255"] <= 1 - (small.adv_correct == 0).mean() + 1e-9  # the worst case still takes them
+    n = res[res.eps_label == "64/255"].uid.nunique()  # every sample has a row (clean-wrong ones too)
+    assert worst["64/255"] <= 1 - len(fooled) / n + 1e-9  # the worst case still takes them
 
 
 def test_twin_transfer_is_reported_per_variant(zoo, tmp_path):
@@ -315,6 +340,59 @@ def test_a_twin_shares_the_tasks_data_and_training_settings():
     assert _sources(cards)["pt-at"] == ["pt", "ft"]
     del cards["pt"]
     assert _sources(cards)["pt-at"] == ["ft"]
+
+
+def test_twin_recipe_sees_what_changes_the_weights_and_nothing_else():
+    """Alike: another seed, device or thread count (same precision), an evaluation-only data setting, the
+    same manifest spelt another way (same samples trained on), ``0`` for ``0.0``, ``bf16`` unset or off
+    on CPU. Not alike: other samples (``--n``), another answer set, bf16 autocast (CUDA's default) against
+    fp32, another step count."""
+    from robustbench_ofa.evaluation.twins import twin_recipe
+
+    train = {"lr": 1e-3, "max_steps": 300, "weight_decay": 0, "seed": 0, "device": "cpu", "bf16": None,
+             "num_threads": 2, "adv": "none"}
+    data = {"train": ["vqa=manifest:data/q.jsonl"], "eval": "none", "eval_beam": 1, "scene": {"image_size": 96},
+            "train_samples": {"vqa": {"n": 100, "ids": "ab12"}}}
+    card = {"tasks": ["vqa"], "train": train, "data": data, "answers": {"vqa": {"file": "a.json", "sha256": "f00"}}}
+    base = twin_recipe(card)
+
+    def variant(**changes) -> str | None:
+        out = json.loads(json.dumps(card))
+        for path, value in changes.items():
+            *keys, last = path.split("__")
+            node = out
+            for k in keys:
+                node = node[k]
+            node[last] = value
+        return twin_recipe(out)
+
+    alike = [variant(train__seed=5), variant(train__num_threads=1), variant(train__bf16=False),
+             variant(train__weight_decay=0.0), variant(train__max_steps=300.0),
+             variant(data__eval="manifest:/abs/val.jsonl"), variant(data__eval_beam=5),
+             variant(data__train=["vqa=manifest:/abs/data/q.jsonl"]), variant(answers__vqa={"file": "b", "sha256": "f00"}),
+             variant(train__adv="pgd")]
+    assert alike == [base] * len(alike)
+    unlike = [variant(data__train_samples={"vqa": {"n": 1000, "ids": "cd34"}}),
+              variant(answers__vqa={"file": "a.json", "sha256": "beef"}), variant(answers={}),
+              variant(train__device="cuda"), variant(train__bf16=True), variant(train__max_steps=3000),
+              variant(data__scene={"image_size": 128}), variant(tasks=["vqa", "ve"])]
+    assert base not in unlike
+    old = {k: v for k, v in card.items() if k != "data"} | {"data": {"train": "synthetic:downstream_train:1000"}}
+    assert twin_recipe(old) != twin_recipe({**old, "data": {"train": "synthetic:downstream_train:100"}})
+    assert twin_recipe({"tasks": ["vqa"]}) is None  # a registered checkpoint: no training settings
+
+
+def test_the_card_records_the_samples_trained_on():
+    from robustbench_ofa.data.types import Sample
+    from robustbench_ofa.training.pipeline import trained_on
+
+    def samples(ids):
+        return [Sample(uid=i, task="vqa", image=None, text="q") for i in ids]
+
+    got = trained_on({"vqa": samples(["b", "a"]), "ve": samples(["x"])})
+    assert got["vqa"]["n"] == 2 and got["ve"]["n"] == 1
+    assert got["vqa"] == trained_on({"vqa": samples(["a", "b"])})["vqa"]  # a set: order does not matter
+    assert got["vqa"]["ids"] != trained_on({"vqa": samples(["a", "c"])})["vqa"]["ids"]
 
 
 def test_twin_transfer_without_a_twin_is_one_line(zoo, tmp_path):

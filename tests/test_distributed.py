@@ -120,6 +120,41 @@ def test_two_processes_equal_one_process_exactly(entry, home, reference, tmp_pat
     assert 0 <= dist["gather_share"] < 1 and 0 <= dist["wait_share"] < 1
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_nodes_without_a_shared_filesystem_equal_one_process(entry, home, reference, tmp_path):
+    """Multi-node torchrun (c10d rendezvous), simulated by two launches on this machine that share no
+    folder: each "node" has its own working directory (the same relative --out) and its own zoo home, one
+    of them empty, so that node builds its own zoo (the build is deterministic: the weight-hash check
+    passes). Rank 0's node alone gets the results, equal to one process's; the other node's --out stays
+    empty."""
+    port, nodes = _free_port(), []
+    for name in ("a", "b"):
+        node = tmp_path / name
+        node.mkdir()
+        args = _args(home if name == "a" else node / "home", Path("out"))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+               "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two-nodes", str(entry), *args]
+        with open(tmp_path / f"{name}.log", "w") as log:  # a file, not a pipe: neither launch can block on it
+            nodes.append((node, subprocess.Popen(cmd, env=_env(), cwd=node, stdout=log, stderr=log)))
+    for node, job in nodes:
+        job.wait(timeout=600)
+        assert job.returncode == 0, (tmp_path / f"{node.name}.log").read_text()[-2000:]
+    written = [node for node, _ in nodes if (node / "out" / "results.sqlite").exists()]
+    assert len(written) == 1 and not (next(n for n, _ in nodes if n not in written) / "out" / "summary.json").exists()
+    out = written[0] / "out"
+    assert _rows(out) == _rows(reference) and _numbers(out) == _numbers(reference)
+    dist = json.loads((out / "summary.json").read_text())["run"]["distributed"]
+    assert dist["world_size"] == 2
+    assert any((tmp_path / "b" / "home").rglob("zoo.json"))  # node b built its own zoo
+
+
 def _close(a, b, rel: float = 1e-4) -> bool:
     """Equal, except floats within ``rel`` (recursively through rows, lists and dicts)."""
     if isinstance(a, float) and isinstance(b, float):
@@ -332,32 +367,56 @@ def test_collective_time_separates_waiting_for_a_late_rank_from_gathering(tmp_pa
 
 @pytest.mark.parametrize("world, n_batches", [(2, 11), (3, 2), (2, 1), (3, 10), (2, 0)])
 def test_every_rank_makes_the_same_gathers_and_every_batch_is_stored_once(world, n_batches):
-    """Each rank's own ``_buffered_rounds`` (an odd number of batches, more ranks than batches, no batch):
-    all ranks flush at the same rounds (so their collectives pair up), a rank without a batch in a round
-    queues nothing, and the gathered batches are every batch once, in order."""
+    """Each rank's own ``_buffered_rounds`` and ``_flush`` (an odd number of batches, more ranks than
+    batches, no batch), the ranks as threads whose ``all_gather`` meets at a barrier like a collective: a
+    rank that flushed at other rounds than the rest would break the barrier. A rank without a batch in a
+    round queues nothing, and every rank stores every batch once, in the one-process order."""
+    import threading
+    from dataclasses import dataclass
+
     from robustbench_ofa.evaluation.config import EvalConfig
     from robustbench_ofa.evaluation.distributed import Dist
     from robustbench_ofa.evaluation.runner import Evaluator
 
+    barrier, slots = threading.Barrier(world, timeout=20), [None] * world
+
+    @dataclass
+    class ThreadRank(Dist):
+        def all_gather(self, obj):
+            slots[self.rank] = obj
+            barrier.wait()
+            out = list(slots)
+            barrier.wait()
+            return out
+
     items = list(range(n_batches))  # batches of 1
-    per_rank = []
+    stored: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def rank_main(rank: int) -> None:
+        try:
+            ev = Evaluator(EvalConfig(attacks=["pgd"], batch_size=1), None, None, None, progress=False,
+                           dist=ThreadRank(rank=rank, world=world))
+            mine = stored.setdefault(rank, [])
+            for i, (k, chunk, n_round, flush) in enumerate(ev._buffered_rounds(items)):
+                assert n_round == len(items[i * world:(i + 1) * world])
+                if chunk:
+                    assert chunk == [k] and k % world == rank
+                    ev._pending.append((k, f"r{rank}"))
+                if flush:
+                    mine += ev._flush()
+            assert not ev._pending  # nothing left unflushed at the end
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread)
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
     for rank in range(world):
-        ev = Evaluator(EvalConfig(attacks=["pgd"], batch_size=1), None, None, None, progress=False,
-                       dist=Dist(rank=rank, world=world))
-        flushes, queued = [], []
-        for i, (k, chunk, n_round, flush) in enumerate(ev._buffered_rounds(items)):
-            assert n_round == len(items[i * world:(i + 1) * world])
-            if chunk:
-                assert chunk == [k] and k % world == rank
-                ev._pending.append((k, f"r{rank}"))
-            if flush:
-                flushes.append(i)
-                queued.append(ev._pending)
-                ev._pending = []
-        per_rank.append((flushes, queued))
-    assert len({tuple(f) for f, _ in per_rank}) == 1  # the same collective calls on every rank
-    stored = []
-    for parts in zip(*(q for _, q in per_rank)):  # what each gather returns
-        stored += sorted((x for part in parts for x in part), key=lambda x: x[0])
-    assert [k for k, _ in stored] == list(range(n_batches))
-    assert all(tag == f"r{k % world}" for k, tag in stored)
+        assert [k for k, _ in stored[rank]] == list(range(n_batches))
+        assert all(tag == f"r{k % world}" for k, tag in stored[rank])

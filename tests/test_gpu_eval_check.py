@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,6 +33,13 @@ def test_unknown_config_is_one_line():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_eval_check.py"), "--configs", "fp8"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "'fp8'" in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--total", "--limit"])
+def test_a_time_limit_that_is_not_positive_is_one_line(flag):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_eval_check.py"), flag, "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and f"{flag}: expected a positive" in proc.stderr
 
 
 def test_total_time_bounds_every_run():

@@ -156,15 +156,27 @@ def test_compiled_modules_run_eagerly_outside_the_attack_context():
     torch._dynamo.reset()
 
 
-def test_compile_on_a_torch_without_set_stance_is_one_line(monkeypatch):
-    """``run`` enters ``judged_eagerly`` before any model is compiled: on torch < 2.6 that is the one-line
-    error, not an AttributeError."""
+def test_compile_on_a_torch_without_set_stance_is_one_line(monkeypatch, tmp_path, capsys):
+    """On torch < 2.6 ``--compile`` is one line from the config's checks, before any zoo is built or a
+    finished run's files in ``--out`` are cleared; ``judged_eagerly`` says the same to code that skips them."""
     import torch
 
+    from robustbench_ofa.cli import main
     from robustbench_ofa.errors import RobustOFAError
+    from robustbench_ofa.evaluation.config import EvalConfig
     from robustbench_ofa.evaluation.precision import judged_eagerly
 
     monkeypatch.delattr(torch.compiler, "set_stance")
+    with pytest.raises(RobustOFAError, match=r"--compile needs torch >= 2.6"):
+        EvalConfig(attacks=["pgd"], tasks=["ve"], compile=True).validate()
+    EvalConfig(attacks=["pgd"], tasks=["ve"]).validate()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")  # a finished run's file, which opening the store would clear
+    assert main(["evaluate", "--attack", "pgd", "--compile", "--home", str(tmp_path / "empty-home"),
+                 "--out", str(out), "--report", ""]) != 0
+    assert "--compile needs torch >= 2.6" in capsys.readouterr().err
+    assert (out / "summary.json").is_file() and not (tmp_path / "empty-home").exists()  # no zoo built
     with pytest.raises(RobustOFAError, match=r"--compile needs torch >= 2.6"):
         judged_eagerly(True)
     with judged_eagerly(False):  # without --compile nothing is asked of torch.compiler

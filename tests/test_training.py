@@ -388,7 +388,7 @@ def test_cli_tune_unknown_base_is_one_line(tmp_path, capsys):
 def test_pipeline_writes_a_base_and_a_variant_with_one_card_each(tok, data, tmp_path):
     from robustbench_ofa.cards import ModelCard
     from robustbench_ofa.models.loading import load_pretrained
-    from robustbench_ofa.training.pipeline import RunInfo, train_evaluate_save
+    from robustbench_ofa.training.pipeline import RunInfo, train_evaluate_save, trained_on
     from robustbench_ofa.tuning.variant import load_variant
 
     ve, tasks = {"ve": data["ve"]}, _tasks(tok, ["ve"])
@@ -400,7 +400,8 @@ def test_pipeline_writes_a_base_and_a_variant_with_one_card_each(tok, data, tmp_
                                atomic=True, progress=False)
     base = done.card
     assert base.method == "pretrain" and set(base.sha256) == {"model"} and base.clean["ve"]["n"] == 2
-    assert base.notes == "2 steps" and base.trainable_params == base.total_params > 0 and base.data == {"train": "x"}
+    assert base.notes == "2 steps" and base.trainable_params == base.total_params > 0
+    assert base.data == {"train": "x", "train_samples": trained_on(ve)} and base.data["train_samples"]["ve"]["n"] == 6
     assert (base_out / "metrics.jsonl").is_file() and (base_out / "vocab.json").is_file()
     assert not (tmp_path / "work" / "checkpoint.pt").exists() and not (tmp_path / "base.tmp").exists()
     assert ModelCard.read(base_out).to_dict() == base.to_dict()

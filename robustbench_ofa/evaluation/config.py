@@ -17,8 +17,8 @@ from robustbench_ofa.configcli import one_of, opt, positive, validate
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.tasks import task_names
 
-__all__ = ["ADAPTIVE_ATTACKS", "DEFAULT_EPS", "DEFAULT_EPS_L2", "PROTOCOLS", "SANITY_ATTACKS", "TWIN_TRANSFER",
-           "EvalConfig",
+__all__ = ["ADAPTIVE_ATTACKS", "DEFAULT_EPS", "DEFAULT_EPS_L2", "OWN_INHERITANCE", "PROTOCOLS", "SANITY_ATTACKS",
+           "TWIN_TRANSFER", "EvalConfig", "own_white_box",
            "parse_attack_list", "parse_eps_list", "parse_l2_list"]
 
 #: Chosen so that the default run answers its question on the embedded zoo (README, "Defaults"): the
@@ -39,6 +39,21 @@ ADAPTIVE_ATTACKS = ("pgd-margin", "pgd-targeted", "eot-pgd")
 TWIN_TRANSFER = "twin-transfer"
 #: The strong attacks of the large-eps sanity check, each run only on the samples still robust.
 SANITY_ATTACKS = ("pgd-margin", "pgd")
+
+
+#: How the run's own white-box attacks inherit under ``--protocol strong`` (stored in its settings, so a
+#: store written under an older rule, where they also inherited what the protocol's additions fooled, is
+#: refused on resume rather than finished under a mixed rule).
+OWN_INHERITANCE = "own-white-box-only"
+
+
+def own_white_box(attacks: list[str]) -> list[str]:
+    """The run's own white-box attacks (named with ``--attack``): under ``--protocol strong`` they go first
+    in the cascade and on an image ladder inherit only what they themselves fooled at a smaller budget
+    (``Evaluator._attack_unit``), so their rows alone are the worst case before the protocol's additions
+    (adaptive attacks, the twin transfer) and the run's black-box attacks (``reports.frontier`` compares
+    the two). One definition for both sides."""
+    return [a for a in attacks if a in ATTACKS and ATTACKS.get(a).white_box]
 
 
 def _answers_check(value: str | None) -> None:
@@ -135,6 +150,10 @@ class EvalConfig:
             raise RobustOFAError(f"--precision tf32: TF32 exists on CUDA devices only (--device is {self.device})")
         if self.sanity_steps < 1 or self.sanity_restarts < 1 or self.sanity_samples < 1:
             raise RobustOFAError("sanity_steps, sanity_restarts, sanity_samples: expected positive integers")
+        if self.compile:  # before the zoo is built or the store opened (which clears a finished run's files)
+            from robustbench_ofa.evaluation.precision import check_compile
+
+            check_compile()
 
     def specs(self):
         return [ATTACKS.get(a) for a in self.attacks]
@@ -185,6 +204,8 @@ class EvalConfig:
         d.pop("device")
         if self.protocol == "standard":  # the default: stored settings (and baselines) stay as they were
             d.pop("protocol")
+        else:
+            d["own_inheritance"] = OWN_INHERITANCE
         if self.precision == "fp32":  # likewise
             d.pop("precision")
         if not self.compile:  # likewise

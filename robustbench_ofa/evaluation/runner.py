@@ -27,7 +27,7 @@ from attacks.objective import stochastic_modules
 from attacks.views import TaskView
 from robustbench_ofa.data.types import Sample
 from robustbench_ofa.errors import RobustOFAError
-from robustbench_ofa.evaluation.config import TWIN_TRANSFER, EvalConfig
+from robustbench_ofa.evaluation.config import TWIN_TRANSFER, EvalConfig, own_white_box
 from robustbench_ofa.evaluation.distributed import SINGLE, Dist
 from robustbench_ofa.evaluation.precision import attack_passes, compile_model, judged_eagerly
 from robustbench_ofa.evaluation.store import ResultsStore
@@ -152,7 +152,9 @@ class Evaluator:
         cards): a robust-trained variant's standard twin (same base, method, hyper-parameters and
         ``twin_recipe``: tasks, data and training settings, no adversarial training), then, for a
         parameter-efficient variant, the finetuned (not parameter-efficient, not robust-trained) variants
-        of the same base tuned on at least its tasks."""
+        of the same base tuned on at least its tasks. The second kind is only a surrogate, so its data and
+        settings need not match: any model of the task gives a valid black-box attack, and what matters
+        is that its gradients are not masked like the variant's may be."""
         from robustbench_ofa.tuning import METHODS
 
         cards = self._cards
@@ -381,11 +383,13 @@ class Evaluator:
             return
         clean = store.clean_rows(lv.name, task.name)
         inherited = {}
-        # On an image ladder the run's own attacks inherit only what own attacks fooled, so their rows alone
-        # stay the worst case before ``--protocol strong``'s additions (``reports.frontier`` compares the
-        # two). A joint threat still inherits every image attack's fooled samples (its worst case).
-        own = (list(cfg.attacks) if cfg.protocol == "strong" and attack in cfg.attacks and norm in Threat.image()
-               else None)
+        # Under --protocol strong, on an image ladder, the run's own white-box attacks inherit only what they
+        # fooled (their cascade predecessors are own white-box attacks too: ``image_attacks``), so their rows
+        # alone stay the worst case before the protocol's additions and the black-box attacks
+        # (``reports.frontier`` compares the two). Every other attack, and a joint threat, inherits
+        # every fooled sample (the worst case).
+        white = own_white_box(cfg.attacks)
+        own = white if cfg.protocol == "strong" and attack in white and norm in Threat.image() else None
         if cfg.cascade:
             for inorm, values in inherit:
                 for uid, row in store.fooled_uids(lv.name, task.name, inorm, values, own).items():
@@ -394,7 +398,7 @@ class Evaluator:
         cascaded = {}
         if cfg.cascade and earlier:
             now = store.fooled_uids(lv.name, task.name, norm, [eps])
-            cascaded = {u: r for u, r in now.items() if r["attack"] in earlier}
+            cascaded = {u: r for u, r in now.items() if r["attack"] in earlier and (own is None or r["attack"] in own)}
         direct, to_attack = [], []
         for s in samples:
             pred, score, correct = clean[s.uid]

@@ -38,7 +38,17 @@ from robustbench_ofa.training.config import TrainConfig
 from robustbench_ofa.training.loop import METRICS_FILE, TrainResult, evaluate_tasks, remove_checkpoint, train
 from robustbench_ofa.tuning.variant import save_variant
 
-__all__ = ["PipelineResult", "RunInfo", "fresh_stage", "publish_stage", "train_evaluate_save"]
+__all__ = ["PipelineResult", "RunInfo", "fresh_stage", "publish_stage", "train_evaluate_save", "trained_on"]
+
+
+def trained_on(train_data: Mapping[str, Sequence[Sample]]) -> dict[str, dict[str, Any]]:
+    """Per task, how many samples were trained on and a digest of their ids: what ``--n``, the answer
+    set's filter and the data file did, whatever the spec's spelling (``evaluation.twins`` compares it)."""
+    import hashlib
+
+    return {t: {"n": len(samples),
+                "ids": hashlib.sha256("\n".join(sorted(str(s.uid) for s in samples)).encode()).hexdigest()[:16]}
+            for t, samples in sorted(train_data.items())}
 
 
 @dataclass
@@ -134,7 +144,8 @@ def train_evaluate_save(
     target.mkdir(parents=True, exist_ok=True)
     notes = info.notes(result) if callable(info.notes) else info.notes
     card = ModelCard(name=info.name, method="pretrain" if method is None else method.name, tasks=list(info.tasks),
-                     base=info.base, train=config.to_dict(), data=info.data, clean=clean,
+                     base=info.base, train=config.to_dict(),
+                     data={**info.data, "train_samples": trained_on(train_data)}, clean=clean,
                      versions=package_versions(), seed=info.seed, image_size=info.image_size,
                      source=info.source, status="built", notes=notes,
                      study=dict(info.study), adversarial=config.adversarial() or {},
