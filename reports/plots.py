@@ -185,6 +185,17 @@ def common_prefix(names: list[str]) -> str:
     return prefix if all(len(n) > len(prefix) for n in names) else ""
 
 
+def elide(names: list[str], width: int = 22) -> dict[str, str]:
+    """Tick labels at most ``width`` characters (cut in the middle, where variant names differ least), so long
+    checkpoint names leave the matrix room; widened until every label is unique again."""
+    for w in range(width, max(map(len, names), default=0) + 1):
+        half = (w - 1) // 2
+        out = {n: n if len(n) <= w else n[:half] + "\u2026" + n[len(n) - (w - 1 - half):] for n in names}
+        if len(set(out.values())) == len(out):
+            return out
+    return {n: n for n in names}
+
+
 def transfer_heatmap(report: Report) -> Figure | None:
     """One source x target matrix per (task, attack, budget), panels side by side, one shared colour scale."""
     tr = report.tables["transfer"]
@@ -194,7 +205,8 @@ def transfer_heatmap(report: Report) -> Figure | None:
     groups = list(tr.groupby(["task", "attack", "eps_label"], sort=False))
     order = report.variants
     prefix = common_prefix(order)
-    short = {v: v[len(prefix):] for v in order}
+    short = elide([v[len(prefix):] for v in order])
+    short = {v: short[v[len(prefix):]] for v in order}
     per_row = min(3, len(groups))
     panel = min(3.3, max(2.4, 0.45 * len(order) + 1.0), (WIDTH - 0.8) / per_row)
     small = len(order) > 4
@@ -228,6 +240,8 @@ def transfer_heatmap(report: Report) -> Figure | None:
             fig.colorbar(im, ax=axes, shrink=0.7, fraction=0.04, pad=0.02, label="target accuracy (%)")
         png = _png(fig)
     names = f" Variant names are shown without their common prefix '{prefix}'." if prefix else ""
+    if any("\u2026" in t for t in short.values()):
+        names += " Long names are shortened in the middle (\u2026); the tables give them whole."
     return Figure("transfer", "Transfer matrix",
                   "Accuracy (%) of each target on adversarial images crafted on each source, over the target's "
                   "clean-correct samples. Diagonal: white-box; a high off-diagonal value means the attack does "

@@ -66,6 +66,21 @@ def test_semantics_worst_case_cascade_and_bounds(colour_model, tmp_path):
     assert "robust %" in format_summary(tables)
 
 
+def test_every_attacked_unit_keeps_examples_of_samples_it_attacked(colour_model, tmp_path):
+    """Examples are the first samples each (attack, budget) attacks, so a unit whose task-first samples are
+    clean-wrong or were fooled at a smaller budget (inherited, cascade) still keeps some to look at."""
+    store = _run(colour_model, tmp_path, _config(), names=("a",))
+    res, ex = store.frame("results"), store.frame("examples")
+    adv = ex[ex.kind == "adv"]
+    for (attack, label), unit in res.groupby(["attack", "eps_label"]):
+        attacked = unit[unit.status == "attacked"].uid.tolist()
+        kept = adv[(adv.attack == attack) & (adv.eps_label == label)].uid.tolist()
+        assert sorted(kept) == sorted(attacked[:3]), (attack, label)
+    # the test bites: some unit's first three samples were not all attacked (clean-wrong or fooled before)
+    first3 = [s.uid for s in SAMPLES[:3]]
+    assert any(set(u[u.uid.isin(first3)].status) - {"attacked"} for _, u in res.groupby(["attack", "eps_label"]))
+
+
 def test_resume_after_a_crash_gives_identical_aggregates(colour_model, tmp_path):
     cfg = _config()
     ref = compute(_run(colour_model, tmp_path / "ref", cfg))

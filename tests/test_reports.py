@@ -340,6 +340,26 @@ def test_report_model_from_store(results_dir):
         _report(results_dir, reference="nope")
 
 
+def test_long_variant_names_leave_the_transfer_matrix_room(results_dir):
+    """A long name (a checkpoint path's folder, here the hostile one) made tight_layout give up with a
+    UserWarning on every report; tick labels are now cut in the middle, unique, and the caption says so."""
+    import warnings
+
+    from reports.plots import elide, transfer_heatmap
+
+    long = ["ofa-base-refcoco-prompt-64-encdec-seed3", "ofa-base-refcoco-prompt-64-encdec-seed4", "ft"]
+    short = elide(long)
+    assert len(set(short.values())) == 3 and all(len(t) <= 22 for t in short.values()) and short["ft"] == "ft"
+    assert short[long[0]].endswith("seed3") and "\u2026" in short[long[0]]
+    twins = ["a" * 20 + "1" + "b" * 20, "a" * 20 + "2" + "b" * 20]  # differ only in the middle: kept whole
+    assert elide(twins) == {n: n for n in twins}
+    r = _report(results_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = transfer_heatmap(r)
+    assert fig is not None and "shortened in the middle" in fig.caption
+
+
 def test_params_plot_skipped_without_metadata(results_dir, tmp_path):
     from reports.build import load_report
 

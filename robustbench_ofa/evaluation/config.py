@@ -117,6 +117,7 @@ class EvalConfig:
     #: grounding/caption beam at evaluation (attacks judge success with the same decoding)
     beam: int = opt(3, help="beam size of grounding and caption decoding (attacks judge success with the same "
                             "decoding; OFA's evaluation scripts use 5)", check=positive)
+    #: adversarial examples stored per (variant, task, attack, budget): its first attacked samples
     n_examples: int = 3
     #: VQA-like tasks (``Task.open_answer_set``): one answer set for every variant; default: the set each
     #: variant was tuned with (its card), else the task's own.

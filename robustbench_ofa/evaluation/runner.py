@@ -418,7 +418,10 @@ class Evaluator:
             else:
                 to_attack.append(s)
         store.add_results([r for r in direct if r["uid"] not in done])
-        example_uids = {s.uid for s in samples[: cfg.n_examples]}
+        # Examples: the first samples this unit attacks (not the task's first samples: those may be clean-wrong
+        # or already fooled at a smaller budget, and a unit would then keep no example to look at). The list
+        # depends only on the store's completed units, so it is the same on every rank and on resume.
+        example_uids = {s.uid for s in to_attack[: cfg.n_examples]}
         pending = any(s.uid not in done for s in to_attack)  # on resume, twins are loaded only if needed
         sources = self._source_views(lv, task, samples) if ATTACKS.get(attack).needs_sources and pending else []
         bar = tqdm(total=len(to_attack), desc=f"{lv.name} {task.name} {attack} {label}", leave=False,
