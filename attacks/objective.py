@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.views import TaskView
+from attacks.views import TaskView, judge_differs, judged
 
 LOSSES = ("ce", "margin", "targeted-ce")
 
@@ -129,6 +129,18 @@ class Objective:
                 loss, _ = self.loss_and_fooled(images, rows, False)
                 grad += torch.autograd.grad(loss, images)[0]
         return grad / self.eot_samples, fooled
+
+    def confirm(self, images: torch.Tensor, rows: torch.Tensor, fooled: torch.Tensor) -> torch.Tensor:
+        """``fooled`` with every row it flags judged again in the judge's arithmetic (fp32, eager) when the
+        attack runs in another: a row stops only if the final judgement will call it fooled too."""
+        if not judge_differs() or not bool(fooled.any()):
+            return fooled
+        idx = fooled.nonzero().flatten()
+        with judged():
+            again = self._fooled(images.index_select(0, idx), rows.index_select(0, idx))
+        out = fooled.clone()
+        out[idx] = again.to(out.device)
+        return out
 
     @torch.no_grad()
     def _fooled(self, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:

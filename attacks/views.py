@@ -15,12 +15,41 @@ clean images are much further apart); an ambiguous match raises instead of guess
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from attacks.threat import Threat
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.tasks.base import Task, TaskBatch
+
+#: How the evaluator judges a prediction while an attack runs in lower precision or compiled (fp32, eager):
+#: a zero-argument context-manager factory set by ``judging_with``, else None (the attack's own arithmetic
+#: is already the judge's). Why: an in-loop "fooled" seen in bf16 stopped a row at the decision boundary,
+#: and the final fp32 judgement then called it robust (gate-finetune VQA PGD 8/255 on CPU bf16: 5 of 16
+#: in-loop stops), so low precision made models look more robust.
+_JUDGE: list = [None]
+
+
+@contextlib.contextmanager
+def judging_with(factory):
+    """Inside the block, in-loop "fooled" decisions and restart bookkeeping are confirmed under ``factory()``."""
+    saved, _JUDGE[0] = _JUDGE[0], factory
+    try:
+        yield
+    finally:
+        _JUDGE[0] = saved
+
+
+def judged():
+    """The judge's context (fp32, eager) if an attack runs in another arithmetic, else a no-op."""
+    return _JUDGE[0]() if _JUDGE[0] is not None else contextlib.nullcontext()
+
+
+def judge_differs() -> bool:
+    """True when the attack's arithmetic is not the judge's (so in-loop decisions need confirming)."""
+    return _JUDGE[0] is not None
 
 
 class Counters:

@@ -39,7 +39,9 @@ CONFIGS = {
 
 
 def _evaluate(out: Path, device: str, extra: list[str], args: argparse.Namespace,
-              limit: float) -> tuple[str, float | None]:
+              limit: float) -> tuple[str, float | None, str]:
+    """(status, the evaluation phase's seconds or None, the last 80 lines of its output: a CUDA or compile
+    error ends in boilerplate hints, so the last line alone rarely says what went wrong)."""
     cmd = [sys.executable, "-m", "robustbench_ofa", "evaluate", "--model", str(GATE / "gate-base"), "--model",
            str(GATE / "gate-finetune"), "--attack", args.attack, "--eps", args.eps, "--steps", "10",
            "--n-samples", str(args.n_samples), "--batch-size", "32", "--seed", "0", "--no-transfer",
@@ -47,16 +49,19 @@ def _evaluate(out: Path, device: str, extra: list[str], args: argparse.Namespace
            "--device", device, "--out", str(out), *extra]
     if args.task:
         cmd += ["--task", args.task]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # prepend, not replace: a device image may put the project's pinned packages on PYTHONPATH
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return f"no result: over the {limit:.0f} s limit", None
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        return f"no result: over the {limit:.0f} s limit", None, "\n".join(err.splitlines()[-80:])
+    tail = "\n".join(((proc.stderr or "") + (proc.stdout or "")).strip().splitlines()[-80:])
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
-        return f"failed: {lines[-1][:120]}", None
+        return f"failed: {lines[-1][:120]}", None, tail
     run = json.loads((out / "summary.json").read_text())["run"]
-    return "ok", float(run["evaluate_seconds"])
+    return "ok", float(run["evaluate_seconds"]), tail
 
 
 def _rows(out: Path) -> tuple[dict, dict]:
@@ -109,12 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "cpu-fp32"
         t0 = time.perf_counter()
-        status, seconds = _evaluate(ref, "cpu", ["--precision", "fp32"], args, min(args.limit, args.total))
+        status, seconds, tail = _evaluate(ref, "cpu", ["--precision", "fp32"], args, min(args.limit, args.total))
         print(f"cpu fp32 (reference): {status} in {time.perf_counter() - t0:.0f} s", flush=True)
+        rows.append({"config": "cpu fp32 (reference)", "status": status, "evaluate_seconds": seconds, "log": tail})
+        _save(args.json, rows)
         if seconds is None:
-            print(f"gpu_eval_check: error: the CPU reference run {status}", file=sys.stderr)
+            print(f"gpu_eval_check: error: the CPU reference run {status}\n{tail}", file=sys.stderr)
             return 1
-        rows.append({"config": "cpu fp32 (reference)", "status": status, "evaluate_seconds": seconds})
         for name in names:
             if name == "tf32" and not args.device.startswith("cuda"):
                 rows.append({"config": f"{args.device} {name}", "status": "skipped: TF32 exists on CUDA only"})
@@ -125,12 +131,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             out = Path(tmp) / name
             t0 = time.perf_counter()
-            status, seconds = _evaluate(out, args.device, CONFIGS[name], args, min(args.limit, left))
+            status, seconds, tail = _evaluate(out, args.device, CONFIGS[name], args, min(args.limit, left))
             print(f"{args.device} {name}: {status} in {time.perf_counter() - t0:.0f} s", flush=True)
-            row = {"config": f"{args.device} {name}", "status": status, "evaluate_seconds": seconds}
+            row = {"config": f"{args.device} {name}", "status": status, "evaluate_seconds": seconds, "log": tail}
             if seconds is not None:
                 row.update(compare(ref, out))
             rows.append(row)
+            _save(args.json, rows)  # after every row: a run cut short still leaves what it measured
     print("\n| config | evaluate s | clean predictions differing | attacked outcomes differing | outside budget | "
           "status |\n|---|---|---|---|---|---|")
     for r in rows:
@@ -138,9 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         clean = f"{r['clean_differ']} / {r['clean_n']}" if "clean_n" in r else "-"
         outc = f"{r['outcomes_differ']} / {r['outcomes_n']}" if "outcomes_n" in r else "-"
         print(f"| {r['config']} | {secs} | {clean} | {outc} | {r.get('outside_budget', '-')} | {r['status']} |")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    _save(args.json, rows)
     return 0
+
+
+def _save(path: Path | None, rows: list[dict]) -> None:
+    if path:
+        path.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

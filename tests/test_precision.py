@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,6 +80,7 @@ def test_compile_runs_the_attacks_compiled_and_judges_eagerly(micro, tmp_path, c
     import contextlib
 
     import torch._dynamo
+    from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
 
     import robustbench_ofa.evaluation.runner as runner
@@ -93,7 +95,7 @@ def test_compile_runs_the_attacks_compiled_and_judges_eagerly(micro, tmp_path, c
                 calls[kind] += 1
                 calls["outside_attacks"] += kind == "fwd" and depth[0] == 0
                 return gm(*args)
-            return run
+            return make_boxed_func(run)  # AOTAutograd's calling convention (else it warns on every call)
         return compiler
 
     passes = runner.attack_passes
@@ -181,3 +183,36 @@ def test_compile_on_a_torch_without_set_stance_is_one_line(monkeypatch, tmp_path
         judged_eagerly(True)
     with judged_eagerly(False):  # without --compile nothing is asked of torch.compiler
         pass
+
+
+def test_bf16_in_loop_stops_are_confirmed_in_fp32():
+    """A bf16 "fooled" seen inside PGD stopped a row at the decision boundary and the fp32 judgement then
+    called it robust (low precision looking like robustness). Under ``attack_passes`` every in-loop stop
+    is confirmed in fp32, so no stopped row is judged correct; without the confirmation (the negative
+    control, plain autocast) some are, on the committed gate model."""
+    from attacks import AttackParams, run_attack
+    from attacks.views import TaskView
+    from robustbench_ofa import zoo
+    from robustbench_ofa.evaluation.precision import attack_passes, attack_precision
+    from robustbench_ofa.tasks import get_task
+    from robustbench_ofa.zoo.recipe import default_recipe
+
+    gate = Path(__file__).resolve().parents[1] / "reports" / "baselines" / "gate-models" / "gate-finetune"
+    e = zoo.get(str(gate), None, device="cpu", progress=False, recipe=default_recipe())
+    samples = zoo.embedded_test_samples("vqa", 96, default_recipe())
+    task = get_task("vqa", e.tokenizer, e.image_size, beam=3)
+    task.prepare(samples)
+    model = e.model.eval()
+    ok = [s for s, p in zip(samples, task.predict(model, task.collate(samples))) if p.correct]
+    batch = task.collate(ok)
+
+    def overturned(context) -> tuple[int, int]:
+        with context:
+            res = run_attack("pgd", TaskView(model, task, batch), batch.images, 8 / 255, AttackParams(steps=10),
+                             list(range(len(ok))))
+        still = torch.tensor([p.correct for p in task.predict(model, batch, images=res.adv)])
+        return int(res.stopped.sum()), int((res.stopped.cpu() & still).sum())
+
+    stopped, wrong_stops = overturned(attack_passes("bf16", "cpu", False))
+    assert stopped > 0 and wrong_stops == 0
+    assert overturned(attack_precision("bf16", "cpu"))[1] > 0

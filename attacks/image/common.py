@@ -9,7 +9,7 @@ import torch
 from attacks.engines import EngineResult, run_pgd
 from attacks.objective import Objective
 from attacks.threat import Threat
-from attacks.views import TaskView
+from attacks.views import TaskView, judged
 
 
 def default_alpha(params, eps: float) -> float:
@@ -38,7 +38,7 @@ def engine_runner(threat: Threat, single_step: bool = False):
 
 def keep_fooled(view: TaskView, a: EngineResult, b: EngineResult) -> EngineResult:
     """Across restarts keep, per sample, an image that fools the model if either restart found one."""
-    with torch.no_grad():
+    with torch.no_grad(), judged():
         preds = view.task.predict(view.model, view.batch, images=a.adv)
     fooled = torch.tensor([not p.correct for p in preds], device=a.adv.device)
     adv = torch.where(fooled[:, None, None, None], a.adv, b.adv)

@@ -8,7 +8,7 @@ from attacks.engines import EngineResult, run_pgd
 from attacks.image.common import default_alpha
 from attacks.objective import Objective
 from attacks.threat import Threat
-from attacks.views import TaskView
+from attacks.views import TaskView, judged
 
 
 def pgd_restarts(view: TaskView, objective: Objective, images: torch.Tensor, eps: float, params, seeds: list[int],
@@ -32,7 +32,7 @@ def pgd_restarts(view: TaskView, objective: Objective, images: torch.Tensor, eps
         adv[open_rows] = res.adv[open_rows]
         if restart == restarts - 1:
             break
-        with torch.no_grad():
+        with torch.no_grad(), judged():
             preds = view.task.predict(view.model, view.batch, images=adv)
         open_rows = torch.tensor([int(r) for r in open_rows if preds[int(r)].correct], dtype=torch.long,
                                  device=images.device)

@@ -16,6 +16,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from attacks.views import judging_with
 from robustbench_ofa.errors import RobustOFAError
 
 #: The ``torch.compile`` backend of ``--compile``: inductor. The tests set ``aot_eager`` through this
@@ -81,9 +82,20 @@ def judged_eagerly(compiled: bool):
 
 
 @contextmanager
+def judging(device: str, compiled: bool) -> Iterator[None]:
+    """How every prediction is judged: fp32 (no autocast; TF32 off for CUDA matmuls and cuDNN convolutions,
+    which PyTorch leaves on for convolutions by default) and, with ``--compile``, eagerly."""
+    with tf32_flags(False), torch.autocast(device_type=torch.device(device).type, enabled=False), \
+            judged_eagerly(compiled):
+        yield
+
+
+@contextmanager
 def attack_passes(precision: str, device: str, compiled: bool) -> Iterator[None]:
-    """The attack's context: its ``precision``, and compiled modules running compiled."""
-    with attack_precision(precision, device):
+    """The attack's context: its ``precision``, and compiled modules running compiled. When either differs
+    from the judge's, the attacks confirm their in-loop "fooled" decisions under ``judging``."""
+    factory = None if precision == "fp32" and not compiled else (lambda: judging(device, compiled))
+    with attack_precision(precision, device), judging_with(factory):
         if compiled:
             with torch.compiler.set_stance("default"):
                 yield

@@ -29,7 +29,7 @@ from robustbench_ofa.data.types import Sample
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.evaluation.config import TWIN_TRANSFER, EvalConfig, own_white_box
 from robustbench_ofa.evaluation.distributed import SINGLE, Dist
-from robustbench_ofa.evaluation.precision import attack_passes, compile_model, judged_eagerly
+from robustbench_ofa.evaluation.precision import attack_passes, compile_model, judging
 from robustbench_ofa.evaluation.store import ResultsStore
 from robustbench_ofa.evaluation.twins import twin_recipe
 from robustbench_ofa.seeds import sample_seed
@@ -102,7 +102,7 @@ class Evaluator:
         """Every variant x task: clean, checks, the image attacks per norm and eps (``cfg.image_attacks``:
         with ``--protocol strong`` the adaptive set joins the cascade, so the worst case includes it), text
         attacks, the large-eps check; then the transfer checks."""
-        with judged_eagerly(self.cfg.compile):
+        with judging(self.cfg.device, self.cfg.compile):
             self._run(variant_names)
 
     def _run(self, variant_names: Sequence[str]) -> None:
