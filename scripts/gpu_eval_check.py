@@ -64,22 +64,31 @@ def _evaluate(out: Path, device: str, extra: list[str], args: argparse.Namespace
     return "ok", float(run["evaluate_seconds"]), tail
 
 
-def _rows(out: Path) -> tuple[dict, dict]:
+def _rows(out: Path) -> tuple[dict, dict, dict]:
     db = sqlite3.connect(out / "results.sqlite")
     clean = {r[:3]: r[3:] for r in db.execute("SELECT variant, task, uid, pred, correct FROM clean")}
     res = {r[:6]: r[6:] for r in db.execute("SELECT variant, task, attack, norm, eps_label, uid, status, "
                                             "adv_correct, linf, l2, eps FROM results")}
+    checks = {r[:3]: r[3] for r in db.execute("SELECT variant, task, name, value FROM checks")}
     db.close()
-    return clean, res
+    return clean, res, checks
 
 
 def compare(ref: Path, out: Path) -> dict:
-    """Clean predictions that differ, attacked outcomes (robust or not) that differ, images outside budget."""
-    rc, rr = _rows(ref)
-    c, r = _rows(out)
+    """Clean predictions that differ; attacked outcomes that differ, over the reference's clean-correct
+    rows and in each direction (a precision that makes models look robust shows as ``robust_only_here``);
+    images outside budget; the large-eps (masking) check's numbers that differ."""
+    rc, rr, rk = _rows(ref)
+    c, r, k_ = _rows(out)
     outside = sum(1 for k, v in r.items() if (v[2] if k[3] == "linf" else v[3]) > v[4] + 1e-6)
+    attacked = [k for k, v in rr.items() if v[0] != "clean-wrong"]
+    here = {k: r.get(k, (None, None))[1] for k in attacked}
     return {"clean_differ": sum(rc[k] != c.get(k) for k in rc), "clean_n": len(rc),
-            "outcomes_differ": sum(rr[k][1] != r.get(k, (None, None))[1] for k in rr), "outcomes_n": len(rr),
+            "outcomes_differ": sum(rr[k][1] != here[k] for k in attacked), "outcomes_n": len(attacked),
+            "robust_only_here": sum(rr[k][1] == 0 and here[k] == 1 for k in attacked),
+            "fooled_only_here": sum(rr[k][1] == 1 and here[k] == 0 for k in attacked),
+            "checks_differ": {"/".join(k): [v, k_.get(k)] for k, v in rk.items()
+                              if k_.get(k) is None or abs(v - k_[k]) > 1e-9},
             "outside_budget": outside}
 
 
@@ -138,13 +147,17 @@ def main(argv: list[str] | None = None) -> int:
                 row.update(compare(ref, out))
             rows.append(row)
             _save(args.json, rows)  # after every row: a run cut short still leaves what it measured
-    print("\n| config | evaluate s | clean predictions differing | attacked outcomes differing | outside budget | "
-          "status |\n|---|---|---|---|---|---|")
+    print("\n| config | evaluate s | clean predictions differing | attacked outcomes differing (robust only here / "
+          "fooled only here) | large-eps check numbers differing | outside budget | status |\n"
+          "|---|---|---|---|---|---|---|")
     for r in rows:
         secs = "-" if r.get("evaluate_seconds") is None else f"{r['evaluate_seconds']:.1f}"
         clean = f"{r['clean_differ']} / {r['clean_n']}" if "clean_n" in r else "-"
-        outc = f"{r['outcomes_differ']} / {r['outcomes_n']}" if "outcomes_n" in r else "-"
-        print(f"| {r['config']} | {secs} | {clean} | {outc} | {r.get('outside_budget', '-')} | {r['status']} |")
+        outc = (f"{r['outcomes_differ']} / {r['outcomes_n']} ({r['robust_only_here']} / {r['fooled_only_here']})"
+                if "outcomes_n" in r else "-")
+        checks = len(r["checks_differ"]) if "checks_differ" in r else "-"
+        print(f"| {r['config']} | {secs} | {clean} | {outc} | {checks} | {r.get('outside_budget', '-')} | "
+              f"{r['status']} |")
     _save(args.json, rows)
     return 0
 

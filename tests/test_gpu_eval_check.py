@@ -24,7 +24,10 @@ def test_script_compares_each_config_with_the_cpu_reference(tmp_path):
     assert "| config | evaluate s |" in proc.stdout
     rows = {r["config"]: r for r in json.loads(out.read_text())}
     assert rows["cpu fp32"]["clean_differ"] == 0 and rows["cpu fp32"]["outcomes_differ"] == 0
-    assert rows["cpu fp32"]["outcomes_n"] > 0
+    assert rows["cpu fp32"]["outcomes_n"] > 0 and rows["cpu fp32"]["checks_differ"] == {}
+    bf = rows["cpu bf16"]
+    assert bf["outcomes_differ"] == bf["robust_only_here"] + bf["fooled_only_here"]
+    assert "ok" == rows["cpu fp32"]["status"] and "log" in rows["cpu fp32"]
     assert rows["cpu tf32"]["status"].startswith("skipped")
     assert rows["cpu bf16"]["clean_differ"] == 0 and rows["cpu bf16"]["outside_budget"] == 0
 
@@ -47,3 +50,38 @@ def test_total_time_bounds_every_run():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_eval_check.py"), "--device", "cpu",
                            "--configs", "fp32", "--total", "1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "the CPU reference run no result: over the 1 s limit" in proc.stderr
+
+
+def test_compare_catches_a_flip_in_each_direction_and_a_moved_check(tmp_path):
+    """Deliberately broken copies of one store: each kind of difference is counted where it belongs."""
+    import importlib.util
+    import sqlite3
+
+    spec = importlib.util.spec_from_file_location("gec", ROOT / "scripts" / "gpu_eval_check.py")
+    gec = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gec)
+
+    def store(path, outcomes, check, linf=0.03):
+        path.mkdir()
+        db = sqlite3.connect(path / "results.sqlite")
+        db.execute("CREATE TABLE clean (variant, task, uid, pred, correct)")
+        db.execute("CREATE TABLE results (variant, task, attack, norm, eps_label, uid, status, adv_correct, linf, "
+                   "l2, eps)")
+        db.execute("CREATE TABLE checks (variant, task, name, value)")
+        for i, (status, ok) in enumerate(outcomes):
+            db.execute("INSERT INTO clean VALUES ('m', 've', ?, 'yes', ?)", (f"u{i}", int(status != "clean-wrong")))
+            db.execute("INSERT INTO results VALUES ('m', 've', 'pgd', 'linf', '8/255', ?, ?, ?, ?, 0.5, ?)",
+                       (f"u{i}", status, ok, linf, 8 / 255))
+        db.execute("INSERT INTO checks VALUES ('m', 've', 'large_eps_robust_acc', ?)", (check,))
+        db.commit()
+        db.close()
+        return path
+
+    ref = store(tmp_path / "ref", [("attacked", 0), ("attacked", 1), ("attacked", 1), ("clean-wrong", 0)], 0.1)
+    same = gec.compare(ref, ref)
+    assert same["outcomes_differ"] == 0 and same["outcomes_n"] == 3 and same["checks_differ"] == {}
+    out = store(tmp_path / "out", [("attacked", 1), ("attacked", 0), ("attacked", 1), ("clean-wrong", 0)], 0.3,
+                linf=0.05)
+    d = gec.compare(ref, out)
+    assert (d["robust_only_here"], d["fooled_only_here"], d["outcomes_differ"]) == (1, 1, 2)
+    assert list(d["checks_differ"]) == ["m/ve/large_eps_robust_acc"] and d["outside_budget"] == 4
