@@ -80,9 +80,8 @@ def run_pgd(objective: Objective, images: torch.Tensor, eps: float, alpha: float
         grad, fooled = objective.grad_and_fooled(x, active, need_fooled=check)
         if step == 0:
             first_grad[active.cpu()] = grad.detach().abs().flatten(1).mean(1).cpu() * len(active)
-        if fooled is not None:
-            fooled = objective.confirm(x.detach(), active, fooled)
         if fooled is not None and bool(fooled.any()):
+            fooled = objective.confirm(x.detach(), active, fooled)
             stopped[active[fooled]] = True
             keep = ~fooled
             active, x, grad = active[keep], x[keep], grad[keep]

@@ -131,9 +131,9 @@ class Objective:
         return grad / self.eot_samples, fooled
 
     def confirm(self, images: torch.Tensor, rows: torch.Tensor, fooled: torch.Tensor) -> torch.Tensor:
-        """``fooled`` with every row it flags judged again in the judge's arithmetic (fp32, eager) when the
-        attack runs in another: a row stops only if the final judgement will call it fooled too."""
-        if not judge_differs() or not bool(fooled.any()):
+        """``fooled`` (some row flagged) with every row it flags judged again in the judge's arithmetic (fp32,
+        eager) when the attack runs in another: a row stops only if the final judgement will call it fooled too."""
+        if not judge_differs():
             return fooled
         idx = fooled.nonzero().flatten()
         with judged():
