@@ -96,6 +96,7 @@ class Objective:
         self.targets = None if targets is None else targets.to(self.labels.device)
         self.stochastic = list(stochastic)
         self.eot_samples = max(1, int(eot_samples)) if self.stochastic else 1
+        self._rows_cache: tuple | None = None
 
     def _value(self, logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         if self.loss == "ce":
@@ -104,6 +105,18 @@ class Objective:
             return margin(logits, labels).mean()
         return -F.cross_entropy(logits, self.targets.index_select(0, rows))
 
+    def _texts(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows' input ids and targets, the same tensors while ``rows`` is the same tensor (an engine keeps
+        its ``active`` rows until one stops): the model range-checks ids once per tensor on an accelerator
+        (a host sync), so a fresh ``index_select`` at every step re-checked them at every step."""
+        hit = self._rows_cache
+        if hit is not None and hit[0] is rows and hit[1] == rows._version:
+            return hit[2], hit[3]
+        view = self.view
+        ids, targets = view.input_ids.index_select(0, rows), view.targets.index_select(0, rows)
+        self._rows_cache = (rows, rows._version, ids, targets)
+        return ids, targets
+
     def loss_and_fooled(self, images: torch.Tensor, rows: torch.Tensor,
                         need_fooled: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean loss over ``rows`` (cross-entropy as torchattacks computes it by default) and which rows are
@@ -111,9 +124,9 @@ class Objective:
         view = self.view
         view.counters.add(rows, True)
         labels = self.labels.index_select(0, rows)
-        samples = [view.batch.samples[int(r)] for r in rows] if need_fooled else None
-        logits, fooled = view.task.attack_logits(view.model, view.input_ids.index_select(0, rows), images,
-                                                 view.targets.index_select(0, rows), samples, labels, need_fooled)
+        samples = [view.batch.samples[r] for r in rows.tolist()] if need_fooled else None  # one host sync
+        ids, targets = self._texts(rows)
+        logits, fooled = view.task.attack_logits(view.model, ids, images, targets, samples, labels, need_fooled)
         return self._value(logits, labels, rows), fooled
 
     def grad_and_fooled(self, images: torch.Tensor, rows: torch.Tensor,
@@ -148,7 +161,7 @@ class Objective:
         view = self.view
         view.counters.add(rows, False)
         labels = self.labels.index_select(0, rows)
-        samples = [view.batch.samples[int(r)] for r in rows]
-        _, fooled = view.task.attack_logits(view.model, view.input_ids.index_select(0, rows), images.detach(),
-                                            view.targets.index_select(0, rows), samples, labels, True)
+        samples = [view.batch.samples[r] for r in rows.tolist()]
+        ids, targets = self._texts(rows)
+        _, fooled = view.task.attack_logits(view.model, ids, images.detach(), targets, samples, labels, True)
         return fooled

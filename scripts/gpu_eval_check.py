@@ -145,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
             row = {"config": f"{args.device} {name}", "status": status, "evaluate_seconds": seconds, "log": tail}
             if seconds is not None:
                 row.update(compare(ref, out))
+                compiled = json.loads((out / "summary.json").read_text())["run"].get("compile")
+                if compiled:  # dynamo's graphs, and functions that fell back to eager at the recompile limit
+                    row["compile"] = compiled
+                    if compiled["limit_reached_in"]:
+                        row["status"] += f"; recompile limit reached in {len(compiled['limit_reached_in'])} function(s)"
             rows.append(row)
             _save(args.json, rows)  # after every row: a run cut short still leaves what it measured
     print("\n| config | evaluate s | clean predictions differing | attacked outcomes differing (robust only here / "

@@ -110,3 +110,28 @@ def test_view_refuses_ambiguous_batches(colour_model):
     view = TaskView(model, task, task.collate(s))
     with pytest.raises(RobustOFAError, match="cannot tell two samples"):
         view(view.clean[[1, 0]])
+
+
+def test_pgd_range_checks_its_ids_once_not_every_step(colour_batch, monkeypatch):
+    """On an accelerator the model range-checks an ids tensor once (reading max/min back is a host sync);
+    the objective used to pass a fresh ``index_select`` at every step, so PGD-10 synced at every step. Here
+    the CPU pretends to be an accelerator (the cache key the model uses on CUDA) and the checks are counted."""
+    import weakref
+
+    from robustbench_ofa.models.modeling import OFAModel
+
+    model, task, batch = colour_batch
+    monkeypatch.setattr(OFAModel, "_ids_key", staticmethod(lambda ids: (weakref.ref(ids), ids._version)))
+    checks = []
+    real_max = torch.Tensor.max
+
+    def counting_max(self, *args, **kw):
+        if self.dtype == torch.long and not args and not kw:
+            checks.append(1)
+        return real_max(self, *args, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "max", counting_max)
+    view = TaskView(model, task, batch)
+    run_attack("pgd", view, batch.images, 8 / 255, AttackParams(steps=10, early_stop=False), list(range(len(batch))))
+    range_checks = len(checks)
+    assert int(view.counters.grad.max()) == 10 and range_checks == 1

@@ -5,21 +5,26 @@ bf16 attacks must stay inside their budget with clean predictions unchanged (jud
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from robustbench_ofa.evaluation.precision import COMPILE_BACKEND_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_script_compares_each_config_with_the_cpu_reference(tmp_path):
+    """bf16-compile runs through AOTAutograd without inductor's C++ build (the same dynamo tracing)."""
     out = tmp_path / "r.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_eval_check.py"), "--device", "cpu",
-                           "--configs", "fp32,tf32,bf16", "--attack", "pgd", "--task", "ve", "--n-samples", "8",
-                           "--eps", "8/255", "--sanity-steps", "5", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
+                           "--configs", "fp32,tf32,bf16,bf16-compile", "--attack", "pgd", "--task", "ve",
+                           "--n-samples", "8", "--eps", "8/255", "--sanity-steps", "5", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, COMPILE_BACKEND_ENV: "aot_eager"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| config | evaluate s |" in proc.stdout
     rows = {r["config"]: r for r in json.loads(out.read_text())}
@@ -30,6 +35,9 @@ def test_script_compares_each_config_with_the_cpu_reference(tmp_path):
     assert "ok" == rows["cpu fp32"]["status"] and "log" in rows["cpu fp32"]
     assert rows["cpu tf32"]["status"].startswith("skipped")
     assert rows["cpu bf16"]["clean_differ"] == 0 and rows["cpu bf16"]["outside_budget"] == 0
+    compiled = rows["cpu bf16-compile"]
+    assert compiled["status"] == "ok" and compiled["clean_differ"] == 0 and compiled["outside_budget"] == 0
+    assert compiled["compile"]["graphs"] > 0 and compiled["compile"]["limit_reached_in"] == []
 
 
 def test_unknown_config_is_one_line():

@@ -128,6 +128,75 @@ def test_compile_runs_the_attacks_compiled_and_judges_eagerly(micro, tmp_path, c
     assert summary["settings"]["compile"] is True
     assert summary["run"]["precision"] == "attacks fp32 compiled, predictions fp32 eager"
     assert "compile" not in json.loads((tmp_path / "eager" / "summary.json").read_text())["settings"]
+    assert summary["run"]["compile"]["graphs"] > 0 and summary["run"]["compile"]["limit_reached_in"] == []
+    assert "recompile limit" not in capsys.readouterr().err
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder, self.decoder = torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)
+
+
+def test_compile_model_compiles_gradient_passes_only():
+    """Passes under ``no_grad`` (in-loop decoding of generated answers, text attacks) run eagerly: every
+    grad-mode flip and every length of a decoding cache was a recompile, and on the gate models' config
+    the decoder reached dynamo's limit of 8 within 16 samples and ran eagerly from then on."""
+    import torch._dynamo
+
+    from robustbench_ofa.evaluation.precision import COMPILE_BACKEND_ENV, compile_model
+
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.append(torch.is_grad_enabled())
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch._dynamo.register_backend(backend, "ro_test_grad_modes")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(COMPILE_BACKEND_ENV, "ro_test_grad_modes")
+    try:
+        toy = _Toy()
+        compile_model(toy)
+        x = torch.randn(4, 3, requires_grad=True)
+        with torch.no_grad():
+            toy.decoder(toy.encoder(x))
+        assert seen == []  # eager
+        toy.decoder(toy.encoder(x)).sum().backward()
+        assert seen == [True, True] and x.grad is not None
+        assert torch._dynamo.config.recompile_limit >= 32
+    finally:
+        mp.undo()
+        torch._dynamo.reset()
+
+
+def test_a_function_past_the_recompile_limit_is_reported_and_warned(capsys):
+    """Dynamo keeps no count of recompile-limit hits (past it, a function silently runs eagerly): the run
+    records them and warns. Deliberately broken: a limit of 1 and shapes that change on every call."""
+    import torch._dynamo
+
+    from robustbench_ofa.commands.evaluate import _compile_report
+    from robustbench_ofa.evaluation import precision
+
+    def shaped(x):
+        return x * 2
+
+    torch._dynamo.reset()
+    precision._watch_limits()
+    assert _compile_report()["limit_reached_in"] == []
+    try:
+        with torch._dynamo.config.patch(recompile_limit=1, automatic_dynamic_shapes=False):
+            f = torch.compile(shaped, backend="eager")
+            for n in (2, 3, 4):
+                f(torch.ones(n))
+        stats = _compile_report()
+        assert len(stats["limit_reached_in"]) == 1 and "'shaped'" in stats["limit_reached_in"][0]
+        err = capsys.readouterr().err
+        assert "--compile: torch.compile reached its recompile limit" in err and "'shaped'" in err
+    finally:
+        precision._WATCH.functions.clear()
+        torch._dynamo.reset()
 
 
 def test_compiled_modules_run_eagerly_outside_the_attack_context():

@@ -147,6 +147,8 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
                                                            else ", predictions fp32"),
                 "seconds": round(time.time() - t0, 1), "evaluate_seconds": round(spent, 2),
                 "data": data.describe(), "variants": catalog.variant_info(), **evm.package_info()}
+    if cfg.compile:
+        run_info["compile"] = _compile_report()
     if dist.active:
         run_info["distributed"] = distributed_info(dist, phase_clocks, spent)
     if args.study_record:  # the study file's name, hash and content go into summary.json and the reports
@@ -160,6 +162,19 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
     written = _reports(out, args.report)
     print(f"\nresults: {out.resolve()}" + "".join(f"\nreport:  {p}" for p in written))
     return 0
+
+
+def _compile_report() -> dict:
+    """Dynamo's graphs and recompile-limit hits of this process (rank 0 under torchrun), with a warning
+    when a compiled function fell back to eager: the run's numbers stand, but it was not compiled."""
+    from robustbench_ofa.evaluation.precision import compile_stats
+
+    stats = compile_stats()
+    if stats["limit_reached_in"]:
+        print(f"robust-ofa: warning: --compile: torch.compile reached its recompile limit "
+              f"({stats['recompile_limit']}) in {', '.join(stats['limit_reached_in'])}, which then ran eagerly "
+              f"(numbers unaffected; TORCH_LOGS=recompiles says what changed between calls)", file=sys.stderr)
+    return stats
 
 
 def _reports(out: Path, formats: str) -> list[Path]:

@@ -10,6 +10,8 @@ copies of it for the matrix products, and its gradient, update and projection on
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -58,17 +60,66 @@ def check_compile() -> None:
                              f"{torch.__version__}")
 
 
+#: Compiled variants each of the encoder and the decoder may keep (dynamo's default is 8; once reached, a
+#: function silently runs eagerly for the rest of the process). Batch sizes shrink with the cascade and text
+#: lengths differ per batch: each such size costs one recompile before dynamo marks that dimension dynamic.
+RECOMPILE_LIMIT = 32
+
+
 def compile_model(model: torch.nn.Module) -> None:
     """``torch.compile`` the encoder's and the decoder's ``forward`` in place (the module tree, parameter
     names and weight hashes stay as they are; the whole model is not compiled because the tasks call
     ``model.encode`` and ``model.decoder``, never ``model.forward``; ``nn.Module.compile`` was measured to
-    reach no backend here, torch 2.13). Shapes change with the cascade and decoding, so dynamo
-    recompiles a few times and then marks them dynamic."""
+    reach no backend here, torch 2.13).
+
+    Only passes with gradients run compiled (the attacks' forward/backward, where the time goes); passes
+    under ``no_grad`` (the in-loop decoding of a generated answer, text attacks' queries) run eagerly. Why:
+    every grad-mode flip and every length of a growing decoding cache was a recompile, so on the gate
+    models' config the decoder reached dynamo's limit of 8 variants within 16 samples and then ran
+    eagerly for the rest of the run (measured on CPU with ``aot_eager``)."""
     check_compile()
     backend = os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
+    _watch_limits()
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     for part in (model.encoder, model.decoder):
         if "forward" not in vars(part):  # not compiled yet
-            part.forward = torch.compile(part.forward, backend=backend)
+            part.forward = _compiled_with_grad(part.forward, torch.compile(part.forward, backend=backend))
+
+
+def _compiled_with_grad(eager, compiled):
+    @functools.wraps(eager)
+    def forward(*args, **kwargs):
+        return (compiled if torch.is_grad_enabled() else eager)(*args, **kwargs)
+    return forward
+
+
+class _LimitWatch(logging.Handler):
+    """Counts dynamo's "hit config.recompile_limit" warnings (dynamo keeps no counter of them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.functions: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("torch._dynamo hit config.") and len(record.args or ()) >= 3:
+            self.functions.add(str(record.args[2]))
+
+
+_WATCH = _LimitWatch()
+
+
+def _watch_limits() -> None:
+    logger = logging.getLogger("torch._dynamo.convert_frame")
+    if _WATCH not in logger.handlers:
+        logger.addHandler(_WATCH)
+
+
+def compile_stats() -> dict:
+    """What dynamo did in this process: graphs compiled, and the functions that reached the recompile limit
+    (those ran eagerly from then on, so ``--compile`` did not do what it says; ``evaluate`` warns)."""
+    from torch._dynamo.utils import counters
+    return {"graphs": int(counters["stats"]["unique_graphs"]), "recompile_limit": RECOMPILE_LIMIT,
+            "limit_reached_in": sorted(_WATCH.functions)}
 
 
 def judged_eagerly(compiled: bool):

@@ -405,7 +405,8 @@ class OFAModel(PreTrainedModel):
             key, seen = self._ids_key(input_ids), getattr(self, "_checked_ids", None)
             same = key is not None and seen is not None and seen[0]() is input_ids and seen[1] == key[1]
             if input_ids.numel() and not same:
-                if int(input_ids.max()) >= self.config.vocab_size or int(input_ids.min()) < 0:
+                hi, lo = torch.stack([input_ids.max(), input_ids.min()]).tolist()  # one host sync, not two
+                if hi >= self.config.vocab_size or lo < 0:
                     raise RobustOFAError(f"input_ids: token ids must lie in [0, {self.config.vocab_size})")
                 self._checked_ids = key
             if input_ids.shape[1] > self.config.max_position_embeddings:
