@@ -420,3 +420,40 @@ def test_every_rank_makes_the_same_gathers_and_every_batch_is_stored_once(world,
     for rank in range(world):
         assert [k for k, _ in stored[rank]] == list(range(n_batches))
         assert all(tag == f"r{k % world}" for k, tag in stored[rank])
+
+
+def test_cuda_under_torchrun_is_nccl_on_the_local_rank_gpu(monkeypatch):
+    """The NCCL wiring, which no CI machine can run (two GPUs needed): with ``--device cuda`` under
+    torchrun, rank r of a node uses ``cuda:LOCAL_RANK`` (whatever index was asked), sets it as the current
+    device before the process group exists, asks for NCCL with a timeout long enough for rank 0's zoo
+    build, and tells NCCL's barriers which GPU is this rank's. Torch's CUDA and process-group calls are
+    recorded instead of made."""
+    import datetime
+
+    import torch
+    import torch.distributed as tdist
+
+    from robustbench_ofa.errors import RobustOFAError
+    from robustbench_ofa.evaluation.distributed import from_env
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.append(("set_device", i)))
+    monkeypatch.setattr(tdist, "is_initialized", lambda: False)
+    monkeypatch.setattr(tdist, "init_process_group", lambda **kw: calls.append(("init", kw)))
+    dist, device = from_env("cuda:0")
+    assert device == "cuda:1" and (dist.rank, dist.world, dist.local_rank, dist.backend) == (3, 4, 1, "nccl")
+    assert calls == [("set_device", 1), ("init", {"backend": "nccl", "timeout": datetime.timedelta(hours=2)})]
+    barriers = []
+    monkeypatch.setattr(tdist, "barrier", lambda **kw: barriers.append(kw))
+    monkeypatch.setattr(tdist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj] * 4))
+    assert dist.all_gather("row") == ["row"] * 4 and barriers == [{"device_ids": [1]}]
+    monkeypatch.setenv("LOCAL_RANK", "2")  # a node with more ranks than GPUs: one line, no process group
+    calls.clear()
+    with pytest.raises(RobustOFAError, match=r"--device cuda:2: this machine has 2 CUDA device"):
+        from_env("cuda")
+    assert calls == []
