@@ -69,6 +69,30 @@ def test_padding_does_not_change_a_sample(model, batch):
     torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-5)
 
 
+def test_the_accelerator_always_masks_and_gets_the_same_outputs(model, batch, monkeypatch):
+    """On an accelerator the padding mask is applied whether or not there are pads (asking would be a host
+    sync per attack step); a CPU run skips it when there are none. Forced here onto the CPU: the outputs of
+    a batch without pads, and their image gradient, are the ones the skipping path computes."""
+    from robustbench_ofa.models import modeling
+
+    ids, images, dec = batch
+    unpadded = ids[:1]
+
+    def run():
+        img = images[:1].clone().requires_grad_(True)
+        logits = model(input_ids=unpadded, patch_images=img, decoder_input_ids=dec[:1]).logits
+        logits.sum().backward()
+        return logits.detach(), img.grad
+
+    asked = []
+    monkeypatch.setattr(modeling, "_may_have_pads", lambda pad: asked.append(1) or bool(pad.any()))
+    skipped = run()
+    monkeypatch.setattr(modeling, "_may_have_pads", lambda pad: asked.append(1) or True)
+    masked = run()
+    assert asked  # the encoder consulted the switch both times
+    torch.testing.assert_close(masked, skipped, atol=1e-6, rtol=1e-6)
+
+
 def test_decoder_attention_mask_masks_and_patch_masks_match_the_port(model, batch):
     ids, images, dec = batch
     base = model(input_ids=ids, patch_images=images, decoder_input_ids=dec).logits

@@ -61,6 +61,13 @@ def _masked_bias(bias: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tens
     return bias.masked_fill(~allowed, torch.finfo(bias.dtype).min)
 
 
+def _may_have_pads(pad: torch.Tensor) -> bool:
+    """Whether to apply the padding mask. On an accelerator always (a no-op without pads) rather than
+    asking the host whether there are pads: that question would stall every step of an attack (a device
+    sync). On the CPU the answer is free, and skipping the mask skips work."""
+    return True if pad.device.type != "cpu" else bool(pad.any())
+
+
 class _PositionTables(nn.Module):
     """Position embeddings, their LayerNorms and the relative-position tables shared by both stacks."""
 
@@ -180,9 +187,7 @@ class OFAEncoder(_PositionTables):
             pad = torch.cat([image_pad, pad], dim=1)
             image_pos = self.image_pos_ln(self.embed_image_positions(grid))[None]
             pos = torch.cat([image_pos, pos], dim=1)
-        # On an accelerator the mask is always applied (a no-op without pads) rather than asking the host
-        # whether there are pads: that question would stall every step of an attack (a device sync).
-        has_pads = True if pad.device.type != "cpu" else bool(pad.any())
+        has_pads = _may_have_pads(pad)
         if has_pads:
             x = x * (1 - pad.unsqueeze(-1).type_as(x))
         abs_bias = self.abs_bias(self.pos_q_linear, self.pos_k_linear, pos, pos)  # (1, H, S, S)
