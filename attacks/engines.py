@@ -47,6 +47,13 @@ def _random_start(images: torch.Tensor, eps: float, norm: str, seeds: list[int])
     return out
 
 
+def _read_flags(asks: list[torch.Tensor], has_fooled: bool, has_stuck: bool) -> tuple[bool, bool]:
+    """(any row fooled, any row stuck) from the 0-d tensors asked, in one host read."""
+    got = torch.stack(asks).tolist() if asks else []
+    any_fooled = bool(got.pop(0)) if has_fooled else False
+    return any_fooled, bool(got.pop(0)) if has_stuck else False
+
+
 def run_pgd(objective: Objective, images: torch.Tensor, eps: float, alpha: float, steps: int,
             norm: Threat = Threat.LINF, random_start: bool = True, early_stop: bool = True,
             seeds: list[int] | None = None, eps_for_division: float = 1e-10,
@@ -80,19 +87,24 @@ def run_pgd(objective: Objective, images: torch.Tensor, eps: float, alpha: float
         grad, fooled = objective.grad_and_fooled(x, active, need_fooled=check)
         if step == 0:
             first_grad[active.cpu()] = grad.detach().abs().flatten(1).mean(1).cpu() * len(active)
-        if fooled is not None and bool(fooled.any()):
+        # Both questions the host must ask (any row fooled? any row stuck?) in one read-back: on an
+        # accelerator each read is a sync, and this is the loop's only one.
+        moving = grad.flatten(1).abs().amax(1) > 0 if stuck_stop else None
+        asks = [q for q in (None if fooled is None else fooled.any(), None if moving is None else ~moving.all())
+                if q is not None]
+        any_fooled, any_stuck = _read_flags(asks, fooled is not None, stuck_stop)
+        if any_fooled:
             fooled = objective.confirm(x.detach(), active, fooled)
             stopped[active[fooled]] = True
             keep = ~fooled
             active, x, grad = active[keep], x[keep], grad[keep]
+            moving = None if moving is None else moving[keep]
             if len(active) == 0:
                 break
-        if stuck_stop:
-            moving = grad.flatten(1).abs().amax(1) > 0
-            if not bool(moving.all()):
-                active, x, grad = active[moving], x[moving], grad[moving]
-                if len(active) == 0:
-                    break
+        if any_stuck:  # (if only fooled rows were stuck, ``moving`` is all True now: the same rows stay)
+            active, x, grad = active[moving], x[moving], grad[moving]
+            if len(active) == 0:
+                break
         base = x0.index_select(0, active)
         if norm == Threat.LINF:
             new = x.detach() + alpha * grad.sign()

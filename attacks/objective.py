@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +81,17 @@ def train_mode(modules: Sequence[nn.Module]) -> Iterator[None]:
             m.train(w)
 
 
+@dataclass
+class _Rows:
+    """Some rows of a batch as the passes use them: ids and targets on the device, the samples (read only
+    by tasks that judge generated outputs), and the row indices on the host (the query counters)."""
+
+    ids: torch.Tensor
+    targets: torch.Tensor
+    samples: list | None
+    host: torch.Tensor
+
+
 class Objective:
     """Loss and fooled-check for a subset ``rows`` of a view's batch."""
 
@@ -105,28 +117,31 @@ class Objective:
             return margin(logits, labels).mean()
         return -F.cross_entropy(logits, self.targets.index_select(0, rows))
 
-    def _texts(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rows' input ids and targets, the same tensors while ``rows`` is the same tensor (an engine keeps
-        its ``active`` rows until one stops): the model range-checks ids once per tensor on an accelerator
-        (a host sync), so a fresh ``index_select`` at every step re-checked them at every step."""
+    def _rows(self, rows: torch.Tensor, need_samples: bool = False) -> _Rows:
+        """What the passes need of ``rows``: the same objects while ``rows`` is the same tensor (an engine
+        keeps its ``active`` rows until one stops). Why: on an accelerator the model range-checks ids once
+        per tensor, and listing the rows' samples or counting their queries reads ``rows`` back: host syncs,
+        which a fresh ``index_select``, ``tolist`` and ``cpu`` at every step made at every step."""
         hit = self._rows_cache
-        if hit is not None and hit[0] is rows and hit[1] == rows._version:
-            return hit[2], hit[3]
-        view = self.view
-        ids, targets = view.input_ids.index_select(0, rows), view.targets.index_select(0, rows)
-        self._rows_cache = (rows, rows._version, ids, targets)
-        return ids, targets
+        if hit is None or hit[0] is not rows or hit[1] != rows._version:
+            view = self.view
+            hit = (rows, rows._version, _Rows(view.input_ids.index_select(0, rows),
+                                              view.targets.index_select(0, rows), None, rows.cpu()))
+            self._rows_cache = hit
+        if need_samples and hit[2].samples is None:
+            hit[2].samples = [self.view.batch.samples[r] for r in hit[2].host.tolist()]
+        return hit[2]
 
     def loss_and_fooled(self, images: torch.Tensor, rows: torch.Tensor,
                         need_fooled: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean loss over ``rows`` (cross-entropy as torchattacks computes it by default) and which rows are
         fooled now."""
         view = self.view
-        view.counters.add(rows, True)
+        r = self._rows(rows, need_fooled)
+        view.counters.add(r.host, True)
         labels = self.labels.index_select(0, rows)
-        samples = [view.batch.samples[r] for r in rows.tolist()] if need_fooled else None  # one host sync
-        ids, targets = self._texts(rows)
-        logits, fooled = view.task.attack_logits(view.model, ids, images, targets, samples, labels, need_fooled)
+        logits, fooled = view.task.attack_logits(view.model, r.ids, images, r.targets, r.samples, labels,
+                                                 need_fooled)
         return self._value(logits, labels, rows), fooled
 
     def grad_and_fooled(self, images: torch.Tensor, rows: torch.Tensor,
@@ -159,9 +174,8 @@ class Objective:
     def _fooled(self, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:
         """The in-loop judgement in eval mode (one forward pass, counted as a query)."""
         view = self.view
-        view.counters.add(rows, False)
+        r = self._rows(rows, True)
+        view.counters.add(r.host, False)
         labels = self.labels.index_select(0, rows)
-        samples = [view.batch.samples[r] for r in rows.tolist()]
-        ids, targets = self._texts(rows)
-        _, fooled = view.task.attack_logits(view.model, ids, images.detach(), targets, samples, labels, True)
+        _, fooled = view.task.attack_logits(view.model, r.ids, images.detach(), r.targets, r.samples, labels, True)
         return fooled

@@ -61,7 +61,7 @@ class Counters:
 
     def add(self, idx: torch.Tensor, with_grad: bool) -> None:
         target = self.grad if with_grad else self.queries
-        target.index_add_(0, idx.cpu(), torch.ones(len(idx), dtype=torch.long))
+        target.index_add_(0, idx if idx.device.type == "cpu" else idx.cpu(), torch.ones(len(idx), dtype=torch.long))
 
 
 class TaskView(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchattacks
@@ -135,3 +137,50 @@ def test_pgd_range_checks_its_ids_once_not_every_step(colour_batch, monkeypatch)
     run_attack("pgd", view, batch.images, 8 / 255, AttackParams(steps=10, early_stop=False), list(range(len(batch))))
     range_checks = len(checks)
     assert int(view.counters.grad.max()) == 10 and range_checks == 1
+
+
+def _host_reads_of_pgd(colour_batch, monkeypatch, steps: int, attack: str = "pgd", restarts: int = 1) -> int:
+    """Reads of tensor values back to the host (``tolist``, ``item``, ``cpu``, ``bool``, ``int``,
+    ``float``) made by the project's code during one attack, with the CPU pretending to be an accelerator
+    (the model's id-range cache and always-applied padding mask, as on CUDA). On an accelerator each such
+    read is a sync that stalls the step."""
+    import sys
+    import weakref
+
+    from robustbench_ofa.models import modeling
+    from robustbench_ofa.models.modeling import OFAModel
+
+    root = str(Path(__file__).resolve().parents[1])
+    tests = str(Path(__file__).resolve().parent)
+    model, task, batch = colour_batch
+    monkeypatch.setattr(OFAModel, "_ids_key", staticmethod(lambda ids: (weakref.ref(ids), ids._version)))
+    monkeypatch.setattr(modeling, "_may_have_pads", lambda pad: True)
+    reads, on = [], [False]
+    for name in ("tolist", "item", "cpu", "__bool__", "__int__", "__float__"):
+        real = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _real=real, **kw):
+            where = sys._getframe(1).f_code.co_filename
+            if on[0] and where.startswith(root) and not where.startswith(tests):
+                reads.append(where)
+            return _real(self, *args, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    view = TaskView(model, task, batch)
+    on[0] = True
+    run_attack(attack, view, batch.images, 1e-6, AttackParams(steps=steps, restarts=restarts), list(range(len(batch))))
+    on[0] = False
+    monkeypatch.undo()
+    return len(reads)
+
+
+@pytest.mark.parametrize("attack", ["pgd", "pgd-margin"])
+def test_a_pgd_step_reads_the_host_once(colour_batch, monkeypatch, attack):
+    """Inside the loop one read per step is left: "is any row fooled, is any row stuck" (early stop,
+    PGD-margin's masked-gradient stop) asked together. It was 3-4 per step (the fooled check, listing the
+    rows' samples, counting their queries, the stuck check), each a sync on an accelerator. Ten more steps
+    (an eps too small to fool anyone, so no row stops in them) make exactly ten more reads."""
+    restarts = 2 if attack == "pgd-margin" else 1
+    few = _host_reads_of_pgd(colour_batch, monkeypatch, 10, attack, restarts)
+    more = _host_reads_of_pgd(colour_batch, monkeypatch, 20, attack, restarts)
+    assert more - few == 10 * restarts
