@@ -49,7 +49,7 @@ def _random_start(images: torch.Tensor, eps: float, norm: str, seeds: list[int])
 
 def _read_flags(asks: list[torch.Tensor], has_fooled: bool, has_stuck: bool) -> tuple[bool, bool]:
     """(any row fooled, any row stuck) from the 0-d tensors asked, in one host read."""
-    got = torch.stack(asks).tolist() if asks else []
+    got = torch.stack([q.to(asks[0].device) for q in asks]).tolist() if asks else []  # (a task may judge on the host)
     any_fooled = bool(got.pop(0)) if has_fooled else False
     return any_fooled, bool(got.pop(0)) if has_stuck else False
 

@@ -74,7 +74,8 @@ def test_attack_precision_context():
     assert torch.backends.cuda.matmul.allow_tf32 == before
 
 
-def test_compile_runs_the_attacks_compiled_and_judges_eagerly(micro, tmp_path, capsys, monkeypatch):
+def test_compile_runs_the_attacks_compiled_and_judges_eagerly(micro, tmp_path, capsys, monkeypatch,
+                                                               dynamo_state):
     """``--compile`` through a counting dynamo backend (AOTAutograd, no C++ build): the compiled graphs run
     inside the attacks, forward and backward, and never for a judgement; rows equal the eager run's."""
     import contextlib
@@ -112,9 +113,9 @@ def test_compile_runs_the_attacks_compiled_and_judges_eagerly(micro, tmp_path, c
     monkeypatch.setattr(runner, "attack_passes", tracked)
 
     torch._dynamo.reset()
-    torch._dynamo.register_backend(aot_autograd(fw_compiler=counting("fwd"), bw_compiler=counting("bwd")),
-                                   "ro_test_counting")
-    monkeypatch.setenv(COMPILE_BACKEND_ENV, "ro_test_counting")
+    name = _unique_backend("ro_test_counting", aot_autograd(fw_compiler=counting("fwd"),
+                                                            bw_compiler=counting("bwd")))
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, name)
     assert _evaluate(micro, tmp_path / "eager", "fp32") == 0
     assert _evaluate(micro, tmp_path / "compiled", "fp32", "--compile") == 0
     torch._dynamo.reset()
@@ -138,13 +139,41 @@ class _Toy(torch.nn.Module):
         self.encoder, self.decoder = torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)
 
 
-def test_compile_model_compiles_gradient_passes_only():
+def _unique_backend(name: str, backend) -> str:
+    """Register ``backend`` under a fresh name (dynamo refuses a name twice, so a rerun of a test in one
+    process would fail)."""
+    import uuid
+
+    import torch._dynamo
+
+    unique = f"{name}_{uuid.uuid4().hex[:8]}"
+    torch._dynamo.register_backend(backend, unique)
+    return unique
+
+
+@pytest.fixture
+def dynamo_state():
+    """Dynamo's caches, its recompile limit and the limit watch as they were before the test."""
+    import logging
+
+    import torch._dynamo
+
+    from robustbench_ofa.evaluation import precision
+
+    torch._dynamo.reset()
+    limit, hits = torch._dynamo.config.recompile_limit, list(precision._WATCH.hits)
+    yield precision
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit = limit
+    precision._WATCH.hits[:] = hits
+    logging.getLogger("torch._dynamo.convert_frame").removeHandler(precision._WATCH)
+
+
+def test_compile_model_compiles_gradient_passes_only(dynamo_state, monkeypatch):
     """Passes under ``no_grad`` (in-loop decoding of generated answers, text attacks) run eagerly: every
     grad-mode flip and every length of a decoding cache was a recompile, and on the gate models' config
     the decoder reached dynamo's limit of 8 within 16 samples and ran eagerly from then on."""
     import torch._dynamo
-
-    from robustbench_ofa.evaluation.precision import COMPILE_BACKEND_ENV, compile_model
 
     seen = []
 
@@ -152,51 +181,43 @@ def test_compile_model_compiles_gradient_passes_only():
         seen.append(torch.is_grad_enabled())
         return gm.forward
 
-    torch._dynamo.reset()
-    torch._dynamo.register_backend(backend, "ro_test_grad_modes")
-    mp = pytest.MonkeyPatch()
-    mp.setenv(COMPILE_BACKEND_ENV, "ro_test_grad_modes")
-    try:
-        toy = _Toy()
-        compile_model(toy)
-        x = torch.randn(4, 3, requires_grad=True)
-        with torch.no_grad():
-            toy.decoder(toy.encoder(x))
-        assert seen == []  # eager
-        toy.decoder(toy.encoder(x)).sum().backward()
-        assert seen == [True, True] and x.grad is not None
-        assert torch._dynamo.config.recompile_limit >= 32
-    finally:
-        mp.undo()
-        torch._dynamo.reset()
+    monkeypatch.setenv(dynamo_state.COMPILE_BACKEND_ENV, _unique_backend("ro_test_grad_modes", backend))
+    toy = _Toy()
+    dynamo_state.compile_model(toy)
+    x = torch.randn(4, 3, requires_grad=True)
+    with torch.no_grad():
+        toy.decoder(toy.encoder(x))
+    assert seen == []  # eager
+    toy.decoder(toy.encoder(x)).sum().backward()
+    assert seen == [True, True] and x.grad is not None
+    assert torch._dynamo.config.recompile_limit >= 32
 
 
-def test_a_function_past_the_recompile_limit_is_reported_and_warned(capsys):
+def test_a_function_past_the_recompile_limit_is_reported_and_warned(dynamo_state, capsys):
     """Dynamo keeps no count of recompile-limit hits (past it, a function silently runs eagerly): the run
-    records them and warns. Deliberately broken: a limit of 1 and shapes that change on every call."""
+    records the hits made during it and warns. Deliberately broken: a limit of 1 and shapes that change on
+    every call."""
     import torch._dynamo
 
     from robustbench_ofa.commands.evaluate import _compile_report
-    from robustbench_ofa.evaluation import precision
 
     def shaped(x):
         return x * 2
 
-    torch._dynamo.reset()
-    precision._watch_limits()
-    assert _compile_report()["limit_reached_in"] == []
-    try:
-        with torch._dynamo.config.patch(recompile_limit=1, automatic_dynamic_shapes=False):
-            f = torch.compile(shaped, backend="eager")
-            for n in (2, 3, 4):
-                f(torch.ones(n))
-        stats = _compile_report()
-        assert len(stats["limit_reached_in"]) == 1 and "'shaped'" in stats["limit_reached_in"][0]
-        err = capsys.readouterr().err
-        assert "--compile: torch.compile reached its recompile limit" in err and "'shaped'" in err
-    finally:
-        precision._WATCH.functions.clear()
-        torch._dynamo.reset()
+    dynamo_state._watch_limits()
+    before = dynamo_state.compile_mark()
+    assert _compile_report(before)["limit_reached_in"] == []
+    with torch._dynamo.config.patch(recompile_limit=1, automatic_dynamic_shapes=False):
+        f = torch.compile(shaped, backend="eager")
+        for n in (2, 3, 4):
+            f(torch.ones(n))
+    stats = _compile_report(before)
+    assert len(stats["limit_reached_in"]) == 1 and "'shaped'" in stats["limit_reached_in"][0]
+    assert stats["limit_reached_in"][0].endswith("recompile_limit 1")
+    err = capsys.readouterr().err
+    assert "--compile: torch.compile reached a recompile limit in" in err and "'shaped'" in err
+    # a later evaluation in the same process (robust-ofa study) reports only its own hits
+    assert dynamo_state.compile_stats(dynamo_state.compile_mark())["limit_reached_in"] == []
 
 
 def test_compiled_modules_run_eagerly_outside_the_attack_context():

@@ -136,6 +136,7 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
     evaluator = Evaluator(cfg, store, load_checked, data.samples, progress=not quiet, dist=dist)
     evaluator.check_compatible(task_objs)
     t_eval, clock = time.perf_counter(), dist.clock()
+    mark = _compile_mark() if cfg.compile else None
     evaluator.run(catalog.names)
     spent = time.perf_counter() - t_eval
     phase_clocks = dist.all_gather(tuple(b - a for a, b in zip(clock, dist.clock())))  # per rank, this phase only
@@ -148,7 +149,7 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
                 "seconds": round(time.time() - t0, 1), "evaluate_seconds": round(spent, 2),
                 "data": data.describe(), "variants": catalog.variant_info(), **evm.package_info()}
     if cfg.compile:
-        run_info["compile"] = _compile_report()
+        run_info["compile"] = _compile_report(mark)
     if dist.active:
         run_info["distributed"] = distributed_info(dist, phase_clocks, spent)
     if args.study_record:  # the study file's name, hash and content go into summary.json and the reports
@@ -164,16 +165,22 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
     return 0
 
 
-def _compile_report() -> dict:
-    """Dynamo's graphs and recompile-limit hits of this process (rank 0 under torchrun), with a warning
-    when a compiled function fell back to eager: the run's numbers stand, but it was not compiled."""
+def _compile_mark() -> tuple[int, int]:
+    from robustbench_ofa.evaluation.precision import compile_mark
+
+    return compile_mark()
+
+
+def _compile_report(mark: tuple[int, int] = (0, 0)) -> dict:
+    """Dynamo's graphs and recompile-limit hits during this evaluation (rank 0's under torchrun), with a
+    warning when a compiled function fell back to eager: the run's numbers stand, but it was not compiled."""
     from robustbench_ofa.evaluation.precision import compile_stats
 
-    stats = compile_stats()
+    stats = compile_stats(mark)
     if stats["limit_reached_in"]:
-        print(f"robust-ofa: warning: --compile: torch.compile reached its recompile limit "
-              f"({stats['recompile_limit']}) in {', '.join(stats['limit_reached_in'])}, which then ran eagerly "
-              f"(numbers unaffected; TORCH_LOGS=recompiles says what changed between calls)", file=sys.stderr)
+        print(f"robust-ofa: warning: --compile: torch.compile reached a recompile limit in "
+              f"{'; '.join(stats['limit_reached_in'])}, which then ran eagerly (numbers unaffected; "
+              f"TORCH_LOGS=recompiles says what changed between calls)", file=sys.stderr)
     return stats
 
 

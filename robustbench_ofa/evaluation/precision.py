@@ -80,7 +80,7 @@ def compile_model(model: torch.nn.Module) -> None:
     check_compile()
     backend = os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
     _watch_limits()
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    _raise_recompile_limit()
     for part in (model.encoder, model.decoder):
         if "forward" not in vars(part):  # not compiled yet
             part.forward = _compiled_with_grad(part.forward, torch.compile(part.forward, backend=backend))
@@ -93,16 +93,25 @@ def _compiled_with_grad(eager, compiled):
     return forward
 
 
+def _raise_recompile_limit() -> None:
+    """At least ``RECOMPILE_LIMIT`` (``recompile_limit`` since torch 2.7; ``cache_size_limit`` before)."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
+
+
 class _LimitWatch(logging.Handler):
-    """Counts dynamo's "hit config.recompile_limit" warnings (dynamo keeps no counter of them)."""
+    """Records dynamo's "hit config.<limit>" warnings (dynamo keeps no counter of them), in order, as
+    "function: limit value", so that a run reports the hits that happened during it."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.functions: set[str] = set()
+        self.hits: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if str(record.msg).startswith("torch._dynamo hit config.") and len(record.args or ()) >= 3:
-            self.functions.add(str(record.args[2]))
+            limit, value, function = record.args[:3]
+            self.hits.append(f"{function}: {limit} {value}")
 
 
 _WATCH = _LimitWatch()
@@ -114,12 +123,19 @@ def _watch_limits() -> None:
         logger.addHandler(_WATCH)
 
 
-def compile_stats() -> dict:
-    """What dynamo did in this process: graphs compiled, and the functions that reached the recompile limit
-    (those ran eagerly from then on, so ``--compile`` did not do what it says; ``evaluate`` warns)."""
+def compile_mark() -> tuple[int, int]:
+    """Where dynamo's counts stand now: ``compile_stats(mark)`` then reports only what came after (one
+    process may run several evaluations: ``robust-ofa study``)."""
     from torch._dynamo.utils import counters
-    return {"graphs": int(counters["stats"]["unique_graphs"]), "recompile_limit": RECOMPILE_LIMIT,
-            "limit_reached_in": sorted(_WATCH.functions)}
+    return int(counters["stats"]["unique_graphs"]), len(_WATCH.hits)
+
+
+def compile_stats(mark: tuple[int, int] = (0, 0)) -> dict:
+    """Graphs compiled since ``mark``, and the functions that reached a recompile limit since then (those
+    ran eagerly from then on, so ``--compile`` did not do what it says; ``evaluate`` warns)."""
+    from torch._dynamo.utils import counters
+    return {"graphs": int(counters["stats"]["unique_graphs"]) - mark[0], "recompile_limit": RECOMPILE_LIMIT,
+            "limit_reached_in": sorted(set(_WATCH.hits[mark[1]:]))}
 
 
 def judged_eagerly(compiled: bool):
