@@ -47,11 +47,11 @@ def _random_start(images: torch.Tensor, eps: float, norm: str, seeds: list[int])
     return out
 
 
-def _read_flags(asks: list[torch.Tensor], has_fooled: bool, has_stuck: bool) -> tuple[bool, bool]:
-    """(any row fooled, any row stuck) from the 0-d tensors asked, in one host read."""
-    got = torch.stack([q.to(asks[0].device) for q in asks]).tolist() if asks else []  # (a task may judge on the host)
-    any_fooled = bool(got.pop(0)) if has_fooled else False
-    return any_fooled, bool(got.pop(0)) if has_stuck else False
+def _read_flags(*asks: torch.Tensor | None) -> tuple[bool, ...]:
+    """Each 0-d boolean tensor asked as a bool (False for None), in one host read for all of them."""
+    present = [q for q in asks if q is not None]
+    got = iter(torch.stack([q.to(present[0].device) for q in present]).tolist() if present else ())
+    return tuple(q is not None and bool(next(got)) for q in asks)  # (a task may judge on the host)
 
 
 def run_pgd(objective: Objective, images: torch.Tensor, eps: float, alpha: float, steps: int,
@@ -90,9 +90,8 @@ def run_pgd(objective: Objective, images: torch.Tensor, eps: float, alpha: float
         # Both questions the host must ask (any row fooled? any row stuck?) in one read-back: on an
         # accelerator each read is a sync, and this is the loop's only one.
         moving = grad.flatten(1).abs().amax(1) > 0 if stuck_stop else None
-        asks = [q for q in (None if fooled is None else fooled.any(), None if moving is None else ~moving.all())
-                if q is not None]
-        any_fooled, any_stuck = _read_flags(asks, fooled is not None, stuck_stop)
+        any_fooled, any_stuck = _read_flags(None if fooled is None else fooled.any(),
+                                            None if moving is None else ~moving.all())
         if any_fooled:
             fooled = objective.confirm(x.detach(), active, fooled)
             stopped[active[fooled]] = True

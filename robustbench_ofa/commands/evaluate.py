@@ -93,6 +93,7 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
     from robustbench_ofa.evaluation import models as evm
     from robustbench_ofa.evaluation.distributed import check_same_weights, distributed_info
     from robustbench_ofa.evaluation.outputs import clear_aggregates, format_summary, write_aggregates
+    from robustbench_ofa.evaluation.precision import compile_mark
     from robustbench_ofa.evaluation.runner import Evaluator
     from robustbench_ofa.evaluation.store import ResultsStore
     from robustbench_ofa.tasks import get_task
@@ -136,7 +137,7 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
     evaluator = Evaluator(cfg, store, load_checked, data.samples, progress=not quiet, dist=dist)
     evaluator.check_compatible(task_objs)
     t_eval, clock = time.perf_counter(), dist.clock()
-    mark = _compile_mark() if cfg.compile else None
+    mark = compile_mark() if cfg.compile else None
     evaluator.run(catalog.names)
     spent = time.perf_counter() - t_eval
     phase_clocks = dist.all_gather(tuple(b - a for a, b in zip(clock, dist.clock())))  # per rank, this phase only
@@ -163,12 +164,6 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
     written = _reports(out, args.report)
     print(f"\nresults: {out.resolve()}" + "".join(f"\nreport:  {p}" for p in written))
     return 0
-
-
-def _compile_mark() -> tuple[int, int]:
-    from robustbench_ofa.evaluation.precision import compile_mark
-
-    return compile_mark()
 
 
 def _compile_report(mark: tuple[int, int] = (0, 0)) -> dict:

@@ -93,11 +93,14 @@ def _compiled_with_grad(eager, compiled):
     return forward
 
 
+def _limit_name() -> str:
+    """Dynamo's per-function recompile limit: ``recompile_limit`` since torch 2.7, ``cache_size_limit`` before."""
+    return "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+
+
 def _raise_recompile_limit() -> None:
-    """At least ``RECOMPILE_LIMIT`` (``recompile_limit`` since torch 2.7; ``cache_size_limit`` before)."""
-    config = torch._dynamo.config
-    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-    setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
+    """At least ``RECOMPILE_LIMIT`` (a higher limit set by the user stays)."""
+    setattr(torch._dynamo.config, _limit_name(), max(getattr(torch._dynamo.config, _limit_name()), RECOMPILE_LIMIT))
 
 
 class _LimitWatch(logging.Handler):
@@ -134,7 +137,8 @@ def compile_stats(mark: tuple[int, int] = (0, 0)) -> dict:
     """Graphs compiled since ``mark``, and the functions that reached a recompile limit since then (those
     ran eagerly from then on, so ``--compile`` did not do what it says; ``evaluate`` warns)."""
     from torch._dynamo.utils import counters
-    return {"graphs": int(counters["stats"]["unique_graphs"]) - mark[0], "recompile_limit": RECOMPILE_LIMIT,
+    return {"graphs": int(counters["stats"]["unique_graphs"]) - mark[0],
+            "recompile_limit": int(getattr(torch._dynamo.config, _limit_name())),
             "limit_reached_in": sorted(set(_WATCH.hits[mark[1]:]))}
 
 
