@@ -4,7 +4,9 @@ Why: ``--precision tf32|bf16``, ``--compile`` and the sync-free input checks cha
 passes are computed, so on the committed gate models (reports/baselines/gate-models: fixed weights, no
 build) every per-sample outcome should match the CPU fp32 run up to float noise, every attacked image
 should stay inside its budget, and clean predictions (always judged in fp32, eagerly) should not move at
-all. One table answers that for every configuration, with the evaluation phase's seconds beside it.
+all. One table answers that for every configuration, with the evaluation phase's seconds beside it, and
+``robust-ofa regress`` of each run against the CPU run (the issue's tolerance for "``--device cuda`` equals
+the CPU": same weights, so at most one flip per number and three over all, in either direction).
 
     python scripts/gpu_eval_check.py --json gpu_eval.json        # on a GPU machine (a few minutes)
     python scripts/gpu_eval_check.py --device cpu --configs fp32,bf16 --n-samples 8 --attack pgd --task ve \
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -58,10 +61,17 @@ def _evaluate(out: Path, device: str, extra: list[str], args: argparse.Namespace
         return f"no result: over the {limit:.0f} s limit", None, "\n".join(err.splitlines()[-80:])
     tail = "\n".join(((proc.stderr or "") + (proc.stdout or "")).strip().splitlines()[-80:])
     if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
-        return f"failed: {lines[-1][:120]}", None, tail
+        return f"failed: {failure_line(proc.stderr or proc.stdout)[:120]}", None, tail
     run = json.loads((out / "summary.json").read_text())["run"]
     return "ok", float(run["evaluate_seconds"]), tail
+
+
+def failure_line(output: str) -> str:
+    """The exception's own line (or robust-ofa's one-line error), not the hints torch prints after a
+    compile error ("Set TORCHDYNAMO_VERBOSE=1 ..."), which is all the first H100 run's row said."""
+    lines = output.strip().splitlines() or ["(no output)"]
+    raised = [line for line in lines if re.match(r"[\w.]*(Error|Exception)\b.*:|robust-ofa: error", line)]
+    return (raised or lines)[-1].strip()
 
 
 def _rows(out: Path) -> tuple[dict, dict, dict]:
@@ -83,13 +93,30 @@ def compare(ref: Path, out: Path) -> dict:
     outside = sum(1 for k, v in r.items() if (v[2] if k[3] == "linf" else v[3]) > v[4] + 1e-6)
     attacked = [k for k, v in rr.items() if v[0] != "clean-wrong"]
     here = {k: r.get(k, (None, None))[1] for k in attacked}
+    numbers: dict[str, list[int]] = {}  # "variant/task/attack/norm/eps" -> [robust only here, fooled only here]
+    for k in attacked:
+        if rr[k][1] != here[k]:
+            flips = numbers.setdefault("/".join(k[:5]), [0, 0])
+            flips[0 if here[k] == 1 else 1] += 1
     return {"clean_differ": sum(rc[k] != c.get(k) for k in rc), "clean_n": len(rc),
+            "numbers_differ": dict(sorted(numbers.items())),
             "outcomes_differ": sum(rr[k][1] != here[k] for k in attacked), "outcomes_n": len(attacked),
             "robust_only_here": sum(rr[k][1] == 0 and here[k] == 1 for k in attacked),
             "fooled_only_here": sum(rr[k][1] == 1 and here[k] == 0 for k in attacked),
             "checks_differ": {"/".join(k): [v, k_.get(k)] for k, v in rk.items()
                               if k_.get(k) is None or abs(v - k_[k]) > 1e-9},
             "outside_budget": outside}
+
+
+def _regress(baseline: Path, results: Path, update: bool = False) -> tuple[bool, str]:
+    """``robust-ofa regress`` of ``results`` against ``baseline`` (the CPU reference's, written first with
+    ``update``): the issue's tolerance for "--device cuda equals the CPU". The weights are the same, so it
+    fails on more than one flip per number, or three over all, in either direction. (passed, its output)"""
+    cmd = [sys.executable, "-m", "robustbench_ofa", "regress", "--baseline", str(baseline), "--results",
+           str(results), "--report", ""] + (["--update"] if update else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    return proc.returncode == 0, ((proc.stdout or "") + (proc.stderr or "")).strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         if seconds is None:
             print(f"gpu_eval_check: error: the CPU reference run {status}\n{tail}", file=sys.stderr)
             return 1
+        baseline = Path(tmp) / "cpu-fp32.json"
+        written, text = _regress(baseline, ref, update=True)
+        if not written:
+            print(f"gpu_eval_check: error: regress --update of the CPU reference failed\n{text}", file=sys.stderr)
+            return 1
         for name in names:
             if name == "tf32" and not args.device.startswith("cuda"):
                 rows.append({"config": f"{args.device} {name}", "status": "skipped: TF32 exists on CUDA only"})
@@ -145,24 +177,30 @@ def main(argv: list[str] | None = None) -> int:
             row = {"config": f"{args.device} {name}", "status": status, "evaluate_seconds": seconds, "log": tail}
             if seconds is not None:
                 row.update(compare(ref, out))
+                passed, text = _regress(baseline, out)
+                row["regress"] = "pass" if passed else "fail"
+                row["regress_log"] = text.splitlines()[-40:]
                 compiled = json.loads((out / "summary.json").read_text())["run"].get("compile")
                 if compiled:  # dynamo's graphs, and functions that fell back to eager at the recompile limit
                     row["compile"] = compiled
                     if compiled["limit_reached_in"]:
                         row["status"] += f"; recompile limit reached in {len(compiled['limit_reached_in'])} function(s)"
+                    if compiled.get("failed_in"):
+                        row["status"] += f"; compile failed in {len(compiled['failed_in'])} function(s), run eagerly"
             rows.append(row)
             _save(args.json, rows)  # after every row: a run cut short still leaves what it measured
     print("\n| config | evaluate s | clean predictions differing | attacked outcomes differing (robust only here / "
-          "fooled only here) | large-eps check numbers differing | outside budget | status |\n"
-          "|---|---|---|---|---|---|---|")
+          "fooled only here) | most flips in one number | large-eps check numbers differing | outside budget | "
+          "`regress` vs the CPU run | status |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         secs = "-" if r.get("evaluate_seconds") is None else f"{r['evaluate_seconds']:.1f}"
         clean = f"{r['clean_differ']} / {r['clean_n']}" if "clean_n" in r else "-"
         outc = (f"{r['outcomes_differ']} / {r['outcomes_n']} ({r['robust_only_here']} / {r['fooled_only_here']})"
                 if "outcomes_n" in r else "-")
         checks = len(r["checks_differ"]) if "checks_differ" in r else "-"
-        print(f"| {r['config']} | {secs} | {clean} | {outc} | {checks} | {r.get('outside_budget', '-')} | "
-              f"{r['status']} |")
+        most = max((max(f) for f in r["numbers_differ"].values()), default=0) if "numbers_differ" in r else "-"
+        print(f"| {r['config']} | {secs} | {clean} | {outc} | {most} | {checks} | {r.get('outside_budget', '-')} | "
+              f"{r.get('regress', '-')} | {r['status']} |")
     _save(args.json, rows)
     return 0
 

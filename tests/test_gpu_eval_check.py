@@ -17,6 +17,17 @@ from robustbench_ofa.evaluation.precision import COMPILE_BACKEND_ENV
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def gec():
+    """The script as a module (scripts/ is no package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gec", ROOT / "scripts" / "gpu_eval_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_script_compares_each_config_with_the_cpu_reference(tmp_path):
     """bf16-compile runs through AOTAutograd without inductor's C++ build (the same dynamo tracing)."""
     out = tmp_path / "r.json"
@@ -30,6 +41,8 @@ def test_script_compares_each_config_with_the_cpu_reference(tmp_path):
     rows = {r["config"]: r for r in json.loads(out.read_text())}
     assert rows["cpu fp32"]["clean_differ"] == 0 and rows["cpu fp32"]["outcomes_differ"] == 0
     assert rows["cpu fp32"]["outcomes_n"] > 0 and rows["cpu fp32"]["checks_differ"] == {}
+    assert rows["cpu fp32"]["numbers_differ"] == {} and rows["cpu fp32"]["regress"] == "pass"
+    assert any("0 failure(s)" in line for line in rows["cpu fp32"]["regress_log"])
     bf = rows["cpu bf16"]
     assert bf["outcomes_differ"] == bf["robust_only_here"] + bf["fooled_only_here"]
     assert "ok" == rows["cpu fp32"]["status"] and "log" in rows["cpu fp32"]
@@ -60,14 +73,9 @@ def test_total_time_bounds_every_run():
     assert proc.returncode == 1 and "the CPU reference run no result: over the 1 s limit" in proc.stderr
 
 
-def test_compare_catches_a_flip_in_each_direction_and_a_moved_check(tmp_path):
+def test_compare_catches_a_flip_in_each_direction_and_a_moved_check(tmp_path, gec):
     """Deliberately broken copies of one store: each kind of difference is counted where it belongs."""
-    import importlib.util
     import sqlite3
-
-    spec = importlib.util.spec_from_file_location("gec", ROOT / "scripts" / "gpu_eval_check.py")
-    gec = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gec)
 
     def store(path, outcomes, check, linf=0.03):
         path.mkdir()
@@ -93,3 +101,42 @@ def test_compare_catches_a_flip_in_each_direction_and_a_moved_check(tmp_path):
     d = gec.compare(ref, out)
     assert (d["robust_only_here"], d["fooled_only_here"], d["outcomes_differ"]) == (1, 1, 2)
     assert list(d["checks_differ"]) == ["m/ve/large_eps_robust_acc"] and d["outside_budget"] == 4
+    assert d["numbers_differ"] == {"m/ve/pgd/linf/8/255": [1, 1]}
+
+
+def test_regress_column_fails_on_two_flips_in_one_number(tmp_path, gec):
+    """The ``regress`` column is the issue's tolerance: deliberately broken, a copy of a run with two
+    samples of one number turned wrong fails it, and the run itself passes."""
+    import shutil
+    import sqlite3
+
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "robustbench_ofa", "evaluate", "--model",
+                           str(gec.GATE / "gate-base"), "--attack", "pgd", "--task", "ve", "--eps", "8/255",
+                           "--steps", "3", "--n-samples", "8", "--no-transfer", "--sanity-samples", "2",
+                           "--sanity-steps", "2", "--report", "", "--quiet", "--device", "cpu", "--out", str(run)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    baseline = tmp_path / "base.json"
+    assert gec._regress(baseline, run, update=True)[0]
+    assert gec._regress(baseline, run)[0]  # the run against its own baseline
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    db = sqlite3.connect(broken / "results.sqlite")
+    uids = [u for (u,) in db.execute("SELECT uid FROM results WHERE attack = 'pgd' AND adv_correct = 1 "
+                                     "ORDER BY uid LIMIT 2")]
+    assert len(uids) == 2
+    db.executemany("UPDATE results SET adv_correct = 0 WHERE attack = 'pgd' AND uid = ?",
+                   [(u,) for u in uids])
+    db.commit()
+    db.close()
+    passed, text = gec._regress(baseline, broken)
+    assert not passed and "gate-base|ve|linf|8/255" in text
+
+
+def test_a_failed_row_names_the_exception_not_torch_hints(gec):
+    h100 = json.loads((ROOT / "measurements" / "h100-2026-12-05" / "gpu_eval.json").read_text())[-1]["log"]
+    assert gec.failure_line(h100) == "torch._inductor.exc.InductorError: AssertionError:"
+    assert gec.failure_line("robust-ofa: error: --device cuda: no CUDA here\n") == (
+        "robust-ofa: error: --device cuda: no CUDA here")
+    assert gec.failure_line("") == "(no output)"

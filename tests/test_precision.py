@@ -157,16 +157,81 @@ def dynamo_state():
     import logging
 
     import torch._dynamo
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
 
     from robustbench_ofa.evaluation import precision
 
     torch._dynamo.reset()
-    limit, hits = torch._dynamo.config.recompile_limit, list(precision._WATCH.hits)
+    limit, hits, failed = torch._dynamo.config.recompile_limit, list(precision._WATCH.hits), list(precision._FAILED)
+    eager_bw = functorch_config.force_non_lazy_backward_lowering
+    tiling = inductor_config.triton.coalesce_tiling_analysis
     yield precision
     torch._dynamo.reset()
     torch._dynamo.config.recompile_limit = limit
     precision._WATCH.hits[:] = hits
+    precision._FAILED[:] = failed
+    functorch_config.force_non_lazy_backward_lowering = eager_bw
+    inductor_config.triton.coalesce_tiling_analysis = tiling
     logging.getLogger("torch._dynamo.convert_frame").removeHandler(precision._WATCH)
+
+
+def test_a_failed_compilation_runs_that_function_eagerly_and_is_reported(micro, tmp_path, capsys, monkeypatch,
+                                                                           dynamo_state):
+    """A compiler fault must not end a long run (torch 2.11's inductor stopped on an H100 with an
+    AssertionError while recompiling the encoder for dynamic shapes): the function whose compilation fails
+    runs eagerly from then on, the rows equal the eager run's, and the run says which function failed.
+    Deliberately broken: a backend whose backward compiler raises from its second graph on; and without
+    compiling the backward with its forward, the same fault escapes from the attack's gradient call."""
+    import torch._dynamo
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    bw_graphs = [0]
+
+    def fw(gm, example_inputs):
+        return make_boxed_func(gm.forward)
+
+    def bw(gm, example_inputs):
+        bw_graphs[0] += 1
+        if bw_graphs[0] >= 2:
+            raise AssertionError("planted compiler fault")
+        return make_boxed_func(gm.forward)
+
+    name = _unique_backend("ro_test_faulty", aot_autograd(fw_compiler=fw, bw_compiler=bw))
+    monkeypatch.setenv(dynamo_state.COMPILE_BACKEND_ENV, name)
+    assert _evaluate(micro, tmp_path / "eager", "fp32") == 0
+    capsys.readouterr()
+    assert _evaluate(micro, tmp_path / "compiled", "fp32", "--compile") == 0
+    err = capsys.readouterr().err
+    failed = json.loads((tmp_path / "compiled" / "summary.json").read_text())["run"]["compile"]["failed_in"]
+    assert failed and all(f.split(":")[0] in ("OFAEncoder", "OFADecoder") for f in failed)
+    assert all("BackendCompilerFailed (AssertionError: planted compiler fault)" in f for f in failed)
+    assert "--compile: torch" in err and "failed to compile" in err and "planted compiler fault" in err
+    for sql in ("SELECT variant, task, uid, pred, score, correct FROM clean ORDER BY uid",
+                "SELECT attack, eps, uid, status, adv_pred, adv_correct, linf, l2 FROM results ORDER BY attack, eps, uid"):
+        assert _rows(tmp_path / "compiled", sql) == _rows(tmp_path / "eager", sql)
+
+    torch._dynamo.reset()
+    bw_graphs[0] = 0
+    monkeypatch.setattr(dynamo_state, "_compile_backward_with_forward", lambda: None)
+    import torch._functorch.config as functorch_config
+
+    functorch_config.force_non_lazy_backward_lowering = False
+    with pytest.raises(AssertionError, match="planted compiler fault"):
+        _evaluate(micro, tmp_path / "lazy", "fp32", "--compile")
+
+
+def test_compile_model_turns_off_the_faulty_tiling_analysis_for_inductor_only(dynamo_state, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    inductor_config.triton.coalesce_tiling_analysis = True
+    monkeypatch.setenv(dynamo_state.COMPILE_BACKEND_ENV, "eager")
+    dynamo_state.compile_model(_Toy())
+    assert inductor_config.triton.coalesce_tiling_analysis is True
+    monkeypatch.delenv(dynamo_state.COMPILE_BACKEND_ENV)
+    dynamo_state.compile_model(_Toy())  # torch.compile is lazy: nothing is built here
+    assert inductor_config.triton.coalesce_tiling_analysis is False
 
 
 def test_compile_model_compiles_gradient_passes_only(dynamo_state, monkeypatch):

@@ -166,9 +166,12 @@ def _run(args: argparse.Namespace, dist, device: str) -> int:
     return 0
 
 
-def _compile_report(mark: tuple[int, int] = (0, 0)) -> dict:
-    """Dynamo's graphs and recompile-limit hits during this evaluation (rank 0's under torchrun), with a
-    warning when a compiled function fell back to eager: the run's numbers stand, but it was not compiled."""
+def _compile_report(mark: tuple[int, int, int] = (0, 0, 0)) -> dict:
+    """Dynamo's graphs, recompile-limit hits and failed compilations during this evaluation (rank 0's under
+    torchrun), with a warning when a compiled function fell back to eager: the run's numbers stand, but it
+    was not compiled."""
+    import torch
+
     from robustbench_ofa.evaluation.precision import compile_stats
 
     stats = compile_stats(mark)
@@ -176,6 +179,9 @@ def _compile_report(mark: tuple[int, int] = (0, 0)) -> dict:
         print(f"robust-ofa: warning: --compile: torch.compile reached a recompile limit in "
               f"{'; '.join(stats['limit_reached_in'])}, which then ran eagerly (numbers unaffected; "
               f"TORCH_LOGS=recompiles says what changed between calls)", file=sys.stderr)
+    if stats["failed_in"]:
+        print(f"robust-ofa: warning: --compile: torch {torch.__version__} failed to compile "
+              f"{'; '.join(stats['failed_in'])}; it then ran eagerly (numbers unaffected)", file=sys.stderr)
     return stats
 
 

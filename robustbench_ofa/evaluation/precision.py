@@ -76,21 +76,87 @@ def compile_model(model: torch.nn.Module) -> None:
     under ``no_grad`` (the in-loop decoding of a generated answer, text attacks' queries) run eagerly. Why:
     every grad-mode flip and every length of a growing decoding cache was a recompile, so on the gate
     models' config the decoder reached dynamo's limit of 8 variants within 16 samples and then ran
-    eagerly for the rest of the run (measured on CPU with ``aot_eager``)."""
+    eagerly for the rest of the run (measured on CPU with ``aot_eager``).
+
+    A compiler fault must not end a long run: ``--compile`` changes only speed, so a function whose
+    compilation fails runs eagerly from then on, and the run reports it (``compile_stats``)."""
     check_compile()
     backend = os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
     _watch_limits()
     _raise_recompile_limit()
+    _compile_backward_with_forward()
+    if backend == "inductor":
+        _avoid_inductor_tiling_fault()
     for part in (model.encoder, model.decoder):
         if "forward" not in vars(part):  # not compiled yet
-            part.forward = _compiled_with_grad(part.forward, torch.compile(part.forward, backend=backend))
+            compiled = torch.compile(part.forward, backend=backend)
+            part.forward = _compiled_with_grad(part.forward, compiled, type(part).__name__)
 
 
-def _compiled_with_grad(eager, compiled):
+#: Compilations that failed since the process started, in order, as "function: error"; each such
+#: function ran eagerly from then on.
+_FAILED: list[str] = []
+
+
+def _compiled_with_grad(eager, compiled, name: str):
+    """Compiled while gradients are on, eager otherwise; eager for good after a compile error."""
+    failed = False
+
     @functools.wraps(eager)
     def forward(*args, **kwargs):
-        return (compiled if torch.is_grad_enabled() else eager)(*args, **kwargs)
+        nonlocal failed
+        if failed or not torch.is_grad_enabled():
+            return eager(*args, **kwargs)
+        try:
+            return compiled(*args, **kwargs)
+        except _compile_errors() as exc:  # raised while compiling, before the pass ran: eager computes it
+            failed = True
+            _FAILED.append(f"{name}: {_describe(exc)}")
+            return eager(*args, **kwargs)
     return forward
+
+
+def _describe(exc: BaseException) -> str:
+    """One line: the wrapper's type and the compiler's own error (``BackendCompilerFailed`` says only
+    "backend=... raised:" on its first line; inductor's ``InductorError`` wraps the real error too)."""
+    inner = getattr(exc, "inner_exception", None) or exc.__cause__
+    first = next((line.strip() for line in str(inner or exc).splitlines() if line.strip()), "")
+    what = f"{type(inner).__name__}: {first}" if inner is not None else first
+    return f"{type(exc).__name__} ({what[:200]})"
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """What a failed compilation raises: inductor its own ``InductorError``, other backends dynamo's
+    ``BackendCompilerFailed``."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    try:
+        from torch._inductor.exc import InductorError
+    except ImportError:  # torch before 2.7
+        return (BackendCompilerFailed,)
+    return BackendCompilerFailed, InductorError
+
+
+def _compile_backward_with_forward() -> None:
+    """AOTAutograd compiles a backward graph lazily, at the first ``backward``, where a compile error
+    would surface inside the attack's gradient call with no eager pass to fall back on; compiled together
+    with its forward, the error reaches ``_compiled_with_grad``."""
+    import torch._functorch.config as functorch_config
+
+    if hasattr(functorch_config, "force_non_lazy_backward_lowering"):
+        functorch_config.force_non_lazy_backward_lowering = True
+
+
+def _avoid_inductor_tiling_fault() -> None:
+    """torch 2.11's inductor (CUDA, an H100) stopped with an ``AssertionError`` in its memory-coalescing
+    tiling analysis (``tiling_utils.get_pw_red_splits``) on an encoder graph recompiled with dynamic shapes
+    during ``gpu_eval_check``'s bf16 run (pytorch/pytorch#181563 and #197077 report the same assertion).
+    The analysis only chooses how kernels are tiled, never what they compute, so it is turned off."""
+    import torch._inductor.config as inductor_config
+
+    triton = getattr(inductor_config, "triton", None)
+    if hasattr(triton, "coalesce_tiling_analysis"):
+        triton.coalesce_tiling_analysis = False
 
 
 def _limit_name() -> str:
@@ -126,20 +192,22 @@ def _watch_limits() -> None:
         logger.addHandler(_WATCH)
 
 
-def compile_mark() -> tuple[int, int]:
+def compile_mark() -> tuple[int, int, int]:
     """Where dynamo's counts stand now: ``compile_stats(mark)`` then reports only what came after (one
     process may run several evaluations: ``robust-ofa study``)."""
     from torch._dynamo.utils import counters
-    return int(counters["stats"]["unique_graphs"]), len(_WATCH.hits)
+    return int(counters["stats"]["unique_graphs"]), len(_WATCH.hits), len(_FAILED)
 
 
-def compile_stats(mark: tuple[int, int] = (0, 0)) -> dict:
-    """Graphs compiled since ``mark``, and the functions that reached a recompile limit since then (those
-    ran eagerly from then on, so ``--compile`` did not do what it says; ``evaluate`` warns)."""
+def compile_stats(mark: tuple[int, int, int] = (0, 0, 0)) -> dict:
+    """Graphs compiled since ``mark``, and the functions that reached a recompile limit or failed to
+    compile since then (those ran eagerly from then on, so ``--compile`` did not do what it says;
+    ``evaluate`` warns)."""
     from torch._dynamo.utils import counters
     return {"graphs": int(counters["stats"]["unique_graphs"]) - mark[0],
             "recompile_limit": int(getattr(torch._dynamo.config, _limit_name())),
-            "limit_reached_in": sorted(set(_WATCH.hits[mark[1]:]))}
+            "limit_reached_in": sorted(set(_WATCH.hits[mark[1]:])),
+            "failed_in": _FAILED[mark[2]:]}
 
 
 def judged_eagerly(compiled: bool):
