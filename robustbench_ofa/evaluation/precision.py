@@ -109,7 +109,10 @@ def _compiled_with_grad(eager, compiled, name: str):
             return eager(*args, **kwargs)
         try:
             return compiled(*args, **kwargs)
-        except _compile_errors() as exc:  # raised while compiling, before the pass ran: eager computes it
+        except _compile_errors() as exc:
+            # raised while compiling; the encoder's and decoder's forward are pure (a decoding cache is
+            # returned, never updated in place), so the pass runs again eagerly even if a graph break ran
+            # part of it
             failed = True
             _FAILED.append(f"{name}: {_describe(exc)}")
             return eager(*args, **kwargs)
