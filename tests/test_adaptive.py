@@ -255,15 +255,19 @@ def test_own_attacks_inherit_only_what_own_attacks_fooled(zoo, tmp_path, attacks
     (what the survival sentences compare with the strong one). Here PGD is stuck at every budget while the
     adaptive attacks fool at the smallest: PGD's rows must all stay robust, not inherit those samples,
     neither directly nor through a black-box attack that runs after the adaptive ones in the cascade and
-    so stores their samples under its own name (``square``: status ``cascade``)."""
-    _, tables = _evaluate(zoo, tmp_path, ["saturated"], protocol="strong", eps=parse_eps_list("16/255,64/255"),
+    so stores their samples under its own name (``square``: status ``cascade``).
+
+    The smaller budget is 32/255: at 16/255 the adaptive attacks sat on a cliff of this micro model, fooling
+    11 samples with AVX2 kernels and 1 with AVX-512 ones (the float rounding of training moves it); at 32/255
+    they fool 18 and 13."""
+    _, tables = _evaluate(zoo, tmp_path, ["saturated"], protocol="strong", eps=parse_eps_list("32/255,64/255"),
                           attacks=attacks)
     res = tables["samples"]
-    small = res[(res.eps_label == "16/255") & res.attack.isin(ADAPTIVE_ATTACKS)]
+    small = res[(res.eps_label == "32/255") & res.attack.isin(ADAPTIVE_ATTACKS)]
     fooled = set(small[small.adv_correct == 0].uid)
     assert len(fooled) >= 3  # what an unfiltered cascade would hand to PGD at 64/255
     if "square" in attacks:
-        sq = res[(res.attack == "square") & (res.eps_label == "16/255")]
+        sq = res[(res.attack == "square") & (res.eps_label == "32/255")]
         assert fooled <= set(sq[sq.status == "cascade"].uid)  # the path the filter must also close
     pgd = res[res.attack == "pgd"]
     assert set(pgd.status) == {"attacked"} and set(pgd.adv_correct) == {1}
