@@ -20,6 +20,8 @@ GPUs (two ranks may not share one), so it is not part of this one-GPU check.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import re
@@ -111,12 +113,19 @@ def compare(ref: Path, out: Path) -> dict:
 def _regress(baseline: Path, results: Path, update: bool = False) -> tuple[bool, str]:
     """``robust-ofa regress`` of ``results`` against ``baseline`` (the CPU reference's, written first with
     ``update``): the issue's tolerance for "--device cuda equals the CPU". The weights are the same, so it
-    fails on more than one flip per number, or three over all, in either direction. (passed, its output)"""
-    cmd = [sys.executable, "-m", "robustbench_ofa", "regress", "--baseline", str(baseline), "--results",
-           str(results), "--report", ""] + (["--update"] if update else [])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
-    return proc.returncode == 0, ((proc.stdout or "") + (proc.stderr or "")).strip()
+    fails on more than one flip per number, or three over all, in either direction. (passed, its output)
+
+    In this process (it reads two result stores on the CPU; a new interpreter would cost its imports for
+    every configuration), unlike the evaluations, which each get their own."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from robustbench_ofa.cli import main as cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        rc = cli(["regress", "--baseline", str(baseline), "--results", str(results), "--report", ""]
+                 + (["--update"] if update else []))
+    return rc == 0, out.getvalue().strip()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,13 +110,12 @@ def test_regress_column_fails_on_two_flips_in_one_number(tmp_path, gec):
     import shutil
     import sqlite3
 
+    from robustbench_ofa.cli import main
+
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "robustbench_ofa", "evaluate", "--model",
-                           str(gec.GATE / "gate-base"), "--attack", "pgd", "--task", "ve", "--eps", "8/255",
-                           "--steps", "3", "--n-samples", "8", "--no-transfer", "--sanity-samples", "2",
-                           "--sanity-steps", "2", "--report", "", "--quiet", "--device", "cpu", "--out", str(run)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert main(["evaluate", "--model", str(gec.GATE / "gate-base"), "--attack", "pgd", "--task", "ve", "--eps",
+                 "8/255", "--steps", "3", "--n-samples", "8", "--no-transfer", "--sanity-samples", "2",
+                 "--sanity-steps", "2", "--report", "", "--quiet", "--device", "cpu", "--out", str(run)]) == 0
     baseline = tmp_path / "base.json"
     assert gec._regress(baseline, run, update=True)[0]
     assert gec._regress(baseline, run)[0]  # the run against its own baseline
