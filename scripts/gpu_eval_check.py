@@ -96,15 +96,17 @@ def compare(ref: Path, out: Path) -> dict:
     attacked = [k for k, v in rr.items() if v[0] != "clean-wrong"]
     here = {k: r.get(k, (None, None))[1] for k in attacked}
     numbers: dict[str, list[int]] = {}  # "variant/task/attack/norm/eps" -> [robust only here, fooled only here]
+    missing = 0  # attacked in the reference, no row here
     for k in attacked:
-        if rr[k][1] != here[k]:
-            flips = numbers.setdefault("/".join(k[:5]), [0, 0])
-            flips[0 if here[k] == 1 else 1] += 1
+        if here[k] is None:
+            missing += 1
+        elif rr[k][1] != here[k]:
+            numbers.setdefault("/".join(k[:5]), [0, 0])[here[k] == 0] += 1
+    robust_only, fooled_only = (sum(f[i] for f in numbers.values()) for i in (0, 1))
     return {"clean_differ": sum(rc[k] != c.get(k) for k in rc), "clean_n": len(rc),
             "numbers_differ": dict(sorted(numbers.items())),
-            "outcomes_differ": sum(rr[k][1] != here[k] for k in attacked), "outcomes_n": len(attacked),
-            "robust_only_here": sum(rr[k][1] == 0 and here[k] == 1 for k in attacked),
-            "fooled_only_here": sum(rr[k][1] == 1 and here[k] == 0 for k in attacked),
+            "outcomes_differ": robust_only + fooled_only + missing, "outcomes_n": len(attacked),
+            "robust_only_here": robust_only, "fooled_only_here": fooled_only,
             "checks_differ": {"/".join(k): [v, k_.get(k)] for k, v in rk.items()
                               if k_.get(k) is None or abs(v - k_[k]) > 1e-9},
             "outside_budget": outside}
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                     row["compile"] = compiled
                     if compiled["limit_reached_in"]:
                         row["status"] += f"; recompile limit reached in {len(compiled['limit_reached_in'])} function(s)"
-                    if compiled.get("failed_in"):
+                    if compiled["failed_in"]:
                         row["status"] += f"; compile failed in {len(compiled['failed_in'])} function(s), run eagerly"
             rows.append(row)
             _save(args.json, rows)  # after every row: a run cut short still leaves what it measured

@@ -102,6 +102,14 @@ def test_compare_catches_a_flip_in_each_direction_and_a_moved_check(tmp_path, ge
     assert (d["robust_only_here"], d["fooled_only_here"], d["outcomes_differ"]) == (1, 1, 2)
     assert list(d["checks_differ"]) == ["m/ve/large_eps_robust_acc"] and d["outside_budget"] == 4
     assert d["numbers_differ"] == {"m/ve/pgd/linf/8/255": [1, 1]}
+    # a row the run did not write differs, in neither direction
+    db = sqlite3.connect(out / "results.sqlite")
+    db.execute("DELETE FROM results WHERE uid = 'u2'")
+    db.commit()
+    db.close()
+    d = gec.compare(ref, out)
+    assert (d["robust_only_here"], d["fooled_only_here"], d["outcomes_differ"]) == (1, 1, 3)
+    assert d["numbers_differ"] == {"m/ve/pgd/linf/8/255": [1, 1]}
 
 
 def test_regress_column_fails_on_two_flips_in_one_number(tmp_path, gec):

@@ -184,6 +184,7 @@ def test_a_failed_compilation_runs_that_function_eagerly_and_is_reported(micro, 
     Deliberately broken: a backend whose backward compiler raises from its second graph on; and without
     compiling the backward with its forward, the same fault escapes from the attack's gradient call."""
     import torch._dynamo
+    import torch._functorch.config as functorch_config
     from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
 
@@ -215,9 +216,7 @@ def test_a_failed_compilation_runs_that_function_eagerly_and_is_reported(micro, 
     torch._dynamo.reset()
     bw_graphs[0] = 0
     monkeypatch.setattr(dynamo_state, "_compile_backward_with_forward", lambda: None)
-    import torch._functorch.config as functorch_config
-
-    functorch_config.force_non_lazy_backward_lowering = False
+    functorch_config.force_non_lazy_backward_lowering = False  # the fixture restores it
     with pytest.raises(AssertionError, match="planted compiler fault"):
         _evaluate(micro, tmp_path / "lazy", "fp32", "--compile")
 
