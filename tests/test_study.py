@@ -63,12 +63,13 @@ def _summary_numbers(out: Path) -> dict:
 
 
 def test_embedded_study_gives_the_numbers_of_the_command(micro, tmp_path, capsys):
+    # the large-eps check at 3 steps x 1 restart: at its defaults (100 x 2) it was 80 % of this test's time
     small = ["evaluate.n-samples=3", "evaluate.eps=8/255", "evaluate.report=''", "evaluate.batch-size=3",
-             "evaluate.steps=2", "evaluate.task=ve"]
+             "evaluate.steps=2", "evaluate.task=ve", "evaluate.sanity-steps=3", "evaluate.sanity-restarts=1"]
     cmd = tmp_path / "cmd"
     assert main(["evaluate", "--attack", "pgd", "--n-samples", "3", "--eps", "8/255", "--report", "",
-                 "--batch-size", "3", "--steps", "2", "--task", "ve", "--home", str(micro), "--out", str(cmd),
-                 "--quiet"]) == 0
+                 "--batch-size", "3", "--steps", "2", "--task", "ve", "--sanity-steps", "3", "--sanity-restarts",
+                 "1", "--home", str(micro), "--out", str(cmd), "--quiet"]) == 0
     study = tmp_path / "study"
     sets = [a for s in small for a in ("--set", s)]
     assert main(["study", "run", str(STUDIES / "embedded.toml"), "--out", str(study), *sets,

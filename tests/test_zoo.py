@@ -80,6 +80,29 @@ def test_rebuild_in_another_home_is_bit_identical(home, tmp_path):
     assert _digests(other) == first
 
 
+def test_build_without_nan_filling_is_bit_identical_and_restores_the_flag(home, tmp_path, monkeypatch):
+    """The build turns off deterministic mode's NaN-filling of new tensors (a speed-up): a build with it
+    on gives the same files, so no kernel read memory it had not written; the caller's flag comes back."""
+    import contextlib
+
+    import torch
+
+    real = build_mod.deterministic
+
+    @contextlib.contextmanager
+    def filling(num_threads):
+        with real(num_threads):
+            assert torch.utils.deterministic.fill_uninitialized_memory is False
+            torch.utils.deterministic.fill_uninitialized_memory = True
+            yield
+
+    assert torch.utils.deterministic.fill_uninitialized_memory is True  # torch's default, restored after builds
+    monkeypatch.setattr(build_mod, "deterministic", filling)
+    filled = zoo.ensure_embedded(tmp_path, progress=False, recipe=RECIPE)
+    assert _digests(filled) == _digests(zoo.zoo_root(home, RECIPE))
+    assert torch.utils.deterministic.fill_uninitialized_memory is True
+
+
 def test_built_zoo_is_cached_not_rebuilt(home, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("rebuilt a built zoo")

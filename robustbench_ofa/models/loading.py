@@ -20,7 +20,7 @@ from robustbench_ofa.io import check_readable
 from robustbench_ofa.models.checkpoint_io import load_state_file, save_state_file
 from robustbench_ofa.models.config import OFAConfig
 from robustbench_ofa.models.fairseq import convert_fairseq_state_dict, infer_config_fields
-from robustbench_ofa.models.modeling import INDEX_BUFFERS, OFAModel
+from robustbench_ofa.models.modeling import INDEX_BUFFERS, OFAModel, uninitialised
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: Keys that alias the one shared token embedding.
@@ -95,7 +95,8 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> OFA
     config = read_config(directory / "config.json")
     wfile = weight_file(directory)
     state = load_state_file(wfile)
-    model = OFAModel(config)
+    with uninitialised():  # every parameter is loaded below (strictly)
+        model = OFAModel(config)
     load_weights_strict(model, state, str(wfile))
     model.source_path = str(directory)
     return model.to(device).eval()
@@ -171,7 +172,8 @@ def load_fairseq(path: str | Path, config: OFAConfig | None = None,
     state = convert_fairseq_state_dict(ckpt["model"])
     if config is None:
         config = OFAConfig(**infer_config_fields(state))
-    model = OFAModel(config)
+    with uninitialised():  # every parameter is loaded below (strictly)
+        model = OFAModel(config)
     for ext, hparams in detect_extensions(state, config, extensions):
         ext.attach(model, hparams)
     try:

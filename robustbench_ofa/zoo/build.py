@@ -66,17 +66,28 @@ def seed_everything(seed: int) -> None:
 
 @contextlib.contextmanager
 def deterministic(num_threads: int | None) -> Iterator[None]:
-    """Deterministic kernels and a fixed thread count for the build; the caller's settings come back after."""
+    """Deterministic kernels and a fixed thread count for the build; the caller's settings come back after.
+
+    Without torch's NaN-filling of every new uninitialised tensor, which deterministic mode turns on as a
+    debugging aid: no kernel the build runs reads memory it did not write (the zoo's weights are
+    bit-identical with and without it, tested), and filling cost about 10 % of each pretraining step
+    (some 1,200 fills per step, 20 % of the profiled CPU time).
+    """
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     prev_threads = torch.get_num_threads()
+    import torch.utils.deterministic as flags  # not imported by ``import torch``
+
+    prev_fill = flags.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
+    flags.fill_uninitialized_memory = False
     if num_threads:
         torch.set_num_threads(num_threads)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+        flags.fill_uninitialized_memory = prev_fill
         torch.set_num_threads(prev_threads)
 
 
