@@ -66,23 +66,24 @@ def test_save_pretrained_round_trip_is_exact(tmp_path, model, batch):
 
 
 def test_models_built_to_be_loaded_skip_their_initialisation_and_load_exactly(tmp_path, model, batch):
-    """``uninitialised`` (what the loaders build in) leaves torch.nn.init and the model's own init
-    untouched outside it; inside, a model keeps its allocation's memory: a model built there after the
+    """transformers' ``no_init_weights`` (what the loaders build in) leaves torch.nn.init and the model's
+    own init untouched outside it; inside, a model keeps its allocation's memory: a model built there after the
     same seed differs from one initialised normally. Loading over that memory is exact (test above), so
     no parameter is left unloaded."""
-    from robustbench_ofa.models.modeling import uninitialised
+    from transformers.modeling_utils import no_init_weights
 
     inits = {name: getattr(torch.nn.init, name) for name in ("normal_", "kaiming_uniform_", "ones_")}
     poisoned = torch.full((64, 64), float("nan"))
-    with uninitialised():
-        assert torch.nn.init.normal_(poisoned, 0.0, 1.0).isnan().all()
+    with no_init_weights():
+        torch.nn.init.normal_(poisoned, 0.0, 1.0)
+        assert poisoned.isnan().all()
         torch.manual_seed(0)
         skipped = OFAModel(model.config)
     torch.manual_seed(0)
     initialised = OFAModel(model.config)
     assert {name: getattr(torch.nn.init, name) for name in inits} == inits
     assert not torch.equal(skipped.encoder.layers[0].fc1.weight, initialised.encoder.layers[0].fc1.weight)
-    with pytest.raises(RuntimeError), uninitialised():  # restored after an error too
+    with pytest.raises(RuntimeError), no_init_weights():  # restored after an error too
         raise RuntimeError
     assert torch.nn.init.normal_ is inits["normal_"]
     assert skipped.encoder.token_rp_bucket is initialised.encoder.token_rp_bucket  # index tables shared

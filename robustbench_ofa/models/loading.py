@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from transformers.modeling_utils import no_init_weights
 
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.io import check_readable
 from robustbench_ofa.models.checkpoint_io import load_state_file, save_state_file
 from robustbench_ofa.models.config import OFAConfig
 from robustbench_ofa.models.fairseq import convert_fairseq_state_dict, infer_config_fields
-from robustbench_ofa.models.modeling import INDEX_BUFFERS, OFAModel, uninitialised
+from robustbench_ofa.models.modeling import INDEX_BUFFERS, OFAModel
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: Keys that alias the one shared token embedding.
@@ -95,7 +96,9 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> OFA
     config = read_config(directory / "config.json")
     wfile = weight_file(directory)
     state = load_state_file(wfile)
-    with uninitialised():  # every parameter is loaded below (strictly)
+    # No random init (most of the time to build OFA-base, 1.1 of 1.3 s): every parameter and persistent
+    # buffer is loaded below, strictly.
+    with no_init_weights():
         model = OFAModel(config)
     load_weights_strict(model, state, str(wfile))
     model.source_path = str(directory)
@@ -172,7 +175,7 @@ def load_fairseq(path: str | Path, config: OFAConfig | None = None,
     state = convert_fairseq_state_dict(ckpt["model"])
     if config is None:
         config = OFAConfig(**infer_config_fields(state))
-    with uninitialised():  # every parameter is loaded below (strictly)
+    with no_init_weights():  # every parameter is loaded below (strictly)
         model = OFAModel(config)
     for ext, hparams in detect_extensions(state, config, extensions):
         ext.attach(model, hparams)

@@ -12,10 +12,8 @@ relative-position biases (1-D buckets for text, 2-D for image patches) enter eve
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -45,36 +43,6 @@ INDEX_BUFFERS = ("token_rp_bucket", "image_rp_bucket", "image_position_idx")
 _token_buckets = functools.lru_cache(maxsize=8)(token_bucket_positions)
 _image_buckets = functools.lru_cache(maxsize=8)(image_bucket_positions)
 _code_image_ids = functools.lru_cache(maxsize=8)(code_image_position_ids)
-
-#: ``torch.nn.init`` functions that ``uninitialised`` turns into no-ops.
-_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
-                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
-                   "sparse_")
-_skip_init = 0
-
-
-@contextlib.contextmanager
-def uninitialised() -> Iterator[None]:
-    """Models built inside skip their random initialisation: for loaders that overwrite every parameter
-    and persistent buffer (``loading.load_weights_strict`` refuses a file that lacks any), where the
-    initialisation was wasted work, most of the time it took to build OFA-base (1.1 of 1.3 s) and more for
-    OFA-large. Parameters keep whatever memory they were given until loaded. Not thread-safe (it patches
-    ``torch.nn.init``), like transformers' ``no_init_weights``."""
-    global _skip_init
-    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS if hasattr(nn.init, name)}
-    for name in saved:
-        setattr(nn.init, name, _keep)
-    _skip_init += 1
-    try:
-        yield
-    finally:
-        _skip_init -= 1
-        for name, fn in saved.items():
-            setattr(nn.init, name, fn)
-
-
-def _keep(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    return tensor
 
 
 @dataclass
@@ -393,8 +361,6 @@ class OFAModel(PreTrainedModel):
 
     # -- HF plumbing -------------------------------------------------------------------------------
     def _init_weights(self, module: nn.Module) -> None:
-        if _skip_init:  # built to be loaded (``uninitialised``)
-            return
         std = self.config.init_std
         if isinstance(module, nn.Linear):
             module.weight.data.normal_(0.0, std)
