@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from robustbench_ofa.models import OFAConfig, OFAModel
+
+
+def pytest_report_header(config) -> str:
+    """The kernels and threads this run computes with: a failure that appears on one CPU kind only starts
+    with knowing which kind ran it (README "Tests on every CPU")."""
+    return (f"torch {torch.__version__}: ATen kernels {torch.backends.cpu.get_cpu_capability()}, "
+            f"{torch.get_num_threads()} threads, seed of trained test models {MODEL_SEED}")
 
 
 def small_config(**overrides) -> OFAConfig:
@@ -95,6 +104,12 @@ def micro_tokenizer(tmp_path_factory):
     return train_bpe(texts, tmp_path_factory.mktemp("micro-tok"), vocab_size=300, num_bins=50)
 
 
+#: Seed of the trained micro models (initialisation and data order; default 0). Another seed moves the
+#: trained weights much as another CPU's kernels do, but further: ``ROBUST_OFA_TEST_SEED=3 pytest -m kernels``
+#: shows whether a threshold sits on a cliff of one training run (README "Tests on every CPU").
+MODEL_SEED = int(os.environ.get("ROBUST_OFA_TEST_SEED", "0"))
+
+
 @pytest.fixture(scope="session")
 def colour_model(micro_tokenizer):
     """(model, task): a micro OFA at 100 % clean accuracy on the colour task after ~150 steps."""
@@ -105,11 +120,11 @@ def colour_model(micro_tokenizer):
     cfg = OFAConfig(vocab_size=micro_tokenizer.vocab_size, d_model=32, encoder_layers=1, decoder_layers=1,
                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
                     resnet_layers=[1, 1, 1], resnet_base_planes=8, max_position_embeddings=64, dropout=0.0)
-    torch.manual_seed(0)
+    torch.manual_seed(MODEL_SEED)
     model = OFAModel(cfg)
     task = get_task("vqa", micro_tokenizer, 32, answers=sorted(COLOURS))
     train(model, {"vqa": task}, {"vqa": colour_samples(512, 0)},
-          TrainConfig(lr=5e-3, batch_size=32, max_steps=150, num_threads=2), progress=False)
+          TrainConfig(lr=5e-3, batch_size=32, max_steps=150, num_threads=2, seed=MODEL_SEED), progress=False)
     return model.eval(), task
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +28,10 @@ from robustbench_ofa.evaluation.config import ADAPTIVE_ATTACKS, TWIN_TRANSFER, E
 from robustbench_ofa.evaluation.outputs import compute
 from robustbench_ofa.evaluation.runner import Evaluator, LoadedVariant
 from robustbench_ofa.evaluation.store import ResultsStore
+from robustbench_ofa.stats import wilson_interval
+
+#: rerun by CI under the most portable CPU kernels and 1 thread (scripts/ci_portable.py)
+pytestmark = pytest.mark.kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = colour_samples(24, 11)
@@ -109,11 +114,19 @@ def test_a_variant_with_masked_gradients_is_flagged_with_its_interval(zoo, tmp_p
     flagged = _flags(tables, "large-eps-not-broken")
     assert list(flagged.variant) == ["quantised"]
     detail = flagged.detail.iloc[0]
-    assert "lower bound 86% is above 10%" in detail and "24/24 robust, 95% CI [86%, 100%]" in detail
-    assert "24 with an input gradient of exactly 0" in detail  # masked rows are not attacked 400 times
+    # What holds on every CPU: the gradient is exactly 0, so only a random start can fool a sample, and
+    # which start crosses a quantisation level moves with the kernels (24/24 robust with AVX-512, 23/24
+    # with AVX2): the interval is the Wilson interval of what survived, its lower bound far above 10 %.
+    m = re.search(r"lower bound (\d+)% is above 10% \((\d+)/24 robust, 95% CI \[(\d+)%, (\d+)%\]", detail)
+    assert m, detail
+    k = int(m[2])
+    lo, hi = wilson_interval(k, 24)
+    assert k >= 20 and lo >= 0.6 and f"{m[1]}%" == f"{m[3]}%" == f"{lo:.0%}" and f"{m[4]}%" == f"{hi:.0%}"
+    # masked rows are not attacked 400 times: every survivor had an input gradient of exactly 0
+    assert f"; {k} with an input gradient of exactly 0" in detail
     assert set(tables["flags"].flag) >= {"vanishing-gradients", "large-eps-not-broken"}
     # cost: PGD-margin's 2 restarts stop after one step on a zero gradient, and PGD is not run at all
-    assert sum(spent) == 24 * 2
+    assert 2 * k <= sum(spent) <= 24 * 2
 
 
 @pytest.mark.parametrize("k, n, flagged", [(1, 8, False), (2, 8, False), (5, 24, False), (8, 24, True),
@@ -156,14 +169,17 @@ def test_adaptive_attacks_are_at_least_as_strong_as_pgd(zoo):
     pgd, _ = _fooled(models["plain"], task, batch, "pgd", eps)
     targeted, view = _fooled(models["plain"], task, batch, "pgd-targeted", eps)
     only_pgd, only_targeted = _paired(pgd, targeted)
-    assert only_targeted >= only_pgd + 2, (only_pgd, only_targeted)  # measured: 1 vs 9 of 48
+    assert only_targeted >= only_pgd + 2, (only_pgd, only_targeted)  # seeds 0-3: 3 vs 11, 1/10, 0/8, 1/12
     assert int(view.counters.grad.sum()) <= 3 * 48 * 10  # 3 wrong colours at most, fooled rows leave early
-    # the margin loss where cross-entropy saturates: PGD fools none of the saturated model, the margin most
+    # the margin loss where cross-entropy saturates: PGD fools none of the saturated model, the margin about
+    # as many as PGD fools of the plain one (its sign steps do not see the x100). How many PGD fools moves
+    # with the training run (7-26 of 48 over the colour model's seeds 0-3; the margin 5-24), so the bar is
+    # relative: at least half of PGD's count on the plain model, and never fewer than 3
     pgd_sat, _ = _fooled(models["saturated"], task, batch, "pgd", eps)
     margin_sat, _ = _fooled(models["saturated"], task, batch, "pgd-margin", eps)
-    assert sum(pgd_sat) == 0 and sum(margin_sat) >= 16
+    assert sum(pgd_sat) == 0 and sum(margin_sat) >= max(3, sum(pgd) // 2), (sum(pgd), sum(margin_sat))
     margin_plain, _ = _fooled(models["plain"], task, batch, "pgd-margin", eps)
-    assert abs(sum(margin_plain) - sum(pgd)) <= 6  # where CE works, about as strong (measured 22 vs 26)
+    assert abs(sum(margin_plain) - sum(pgd)) <= 6  # where CE works, about as strong (seeds 0-3: 4, 1, 3, 3 apart)
     # EOT without stochastic modules is PGD, image for image
     v1, v2 = TaskView(models["plain"], task, batch), TaskView(models["plain"], task, batch)
     a = run_attack("pgd", v1, batch.images, eps, AttackParams(steps=5), list(range(48))).adv
@@ -224,7 +240,9 @@ def test_protocol_strong_adds_the_adaptive_rows_and_the_worst_case_takes_them(zo
     assert {"attacked", "cascade"} <= set(res[res.attack == "pgd-targeted"].status)  # cascaded after pgd-margin
     std = standard["worst_case"].set_index("eps_label").robust_acc
     strg = strong["worst_case"].set_index("eps_label").robust_acc
-    assert std["32/255"] == 1.0 and strg["32/255"] <= 0.5
+    # the adaptive rows fool at least 3 of the 24 samples PGD cannot move (8-21 over the colour model's
+    # seeds 0-3: the count moves with the training run, so the bar is the smallest one that still means it)
+    assert std["32/255"] == 1.0 and strg["32/255"] <= 1 - 3 / 24, strg["32/255"]
     flags = agg.robust_flags(res).groupby(level="eps_label").mean()
     assert flags["32/255"] == pytest.approx(strg["32/255"])
     assert store.settings()["protocol"] == "strong"

@@ -31,6 +31,9 @@ from robustbench_ofa.tasks.answers import (
 )
 from robustbench_ofa.zoo.recipe import micro_recipe
 
+#: rerun by CI under the most portable CPU kernels and 1 thread (scripts/ci_portable.py)
+pytestmark = pytest.mark.kernels
+
 
 class _Evil:
     def __reduce__(self):

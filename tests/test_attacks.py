@@ -14,6 +14,9 @@ from attacks.views import TaskView
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.tasks import get_task
 
+#: rerun by CI under the most portable CPU kernels and 1 thread (scripts/ci_portable.py)
+pytestmark = pytest.mark.kernels
+
 
 @pytest.fixture
 def colour_batch(colour_model):

@@ -16,6 +16,9 @@ from robustbench_ofa.evaluation.outputs import compute, format_summary, write_ag
 from robustbench_ofa.evaluation.runner import Evaluator, LoadedVariant
 from robustbench_ofa.evaluation.store import ResultsStore
 
+#: rerun by CI under the most portable CPU kernels and 1 thread (scripts/ci_portable.py)
+pytestmark = pytest.mark.kernels
+
 SAMPLES = colour_samples(24, 11)
 
 

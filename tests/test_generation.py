@@ -8,6 +8,9 @@ import torch
 from robustbench_ofa.models.generation import beam_search, greedy_decode, score_candidates, sequence_nll
 from robustbench_ofa.tuning import get_method
 
+#: rerun by CI under the most portable CPU kernels and 1 thread (scripts/ci_portable.py)
+pytestmark = pytest.mark.kernels
+
 
 def test_beam_one_equals_greedy_and_beam_is_at_least_as_likely(model, batch):
     ids, images, _ = batch

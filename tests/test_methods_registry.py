@@ -37,6 +37,9 @@ from robustbench_ofa.tuning import (
 from robustbench_ofa.tuning.base import MethodRegistry, method_help, trainable_state
 from robustbench_ofa.tuning.variant import load_variant, save_variant
 
+#: rerun by CI under the most portable CPU kernels and 1 thread (scripts/ci_portable.py)
+pytestmark = pytest.mark.kernels
+
 NAMES = METHODS.names()
 TIED = {"decoder.embed_tokens.weight", "decoder.output_projection.weight"}
 

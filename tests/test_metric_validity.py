@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import colour_samples
+from conftest import MODEL_SEED, colour_samples
 from PIL import Image, ImageDraw
 
 from attacks import AttackParams
@@ -33,6 +33,9 @@ from robustbench_ofa.evaluation.runner import Evaluator, LoadedVariant
 from robustbench_ofa.evaluation.store import ResultsStore
 from robustbench_ofa.metrics import normalize_vqa_answer, vqa_answer_metric, vqa_credit
 from robustbench_ofa.tasks import get_task
+
+#: rerun by CI under the most portable CPU kernels and 1 thread (scripts/ci_portable.py)
+pytestmark = pytest.mark.kernels
 
 # -- a micro OFA answering in words the generated benchmark never uses ----------------------------------
 HUES = {"crimson": (210, 30, 40), "jade": (30, 190, 90), "cobalt": (40, 60, 210), "amber": (235, 200, 40)}
@@ -68,11 +71,11 @@ def hue_model(micro_tokenizer):
     cfg = OFAConfig(vocab_size=micro_tokenizer.vocab_size, d_model=32, encoder_layers=1, decoder_layers=1,
                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
                     resnet_layers=[1, 1, 1], resnet_base_planes=8, max_position_embeddings=64, dropout=0.0)
-    torch.manual_seed(0)
+    torch.manual_seed(MODEL_SEED)
     model = OFAModel(cfg)
     task = get_task("vqa", micro_tokenizer, 32, answers=sorted(HUES))
     train(model, {"vqa": task}, {"vqa": _training_samples(512, 0)},
-          TrainConfig(lr=5e-3, batch_size=32, max_steps=200, num_threads=1), progress=False)
+          TrainConfig(lr=5e-3, batch_size=32, max_steps=200, num_threads=1, seed=MODEL_SEED), progress=False)
     return model.eval(), task
 
 

@@ -14,6 +14,9 @@ from robustbench_ofa.cli import main
 from robustbench_ofa.evaluation.precision import attack_precision
 from robustbench_ofa.zoo.recipe import micro_recipe
 
+#: rerun by CI under the most portable CPU kernels and 1 thread (scripts/ci_portable.py)
+pytestmark = pytest.mark.kernels
+
 
 @pytest.fixture
 def micro(monkeypatch, tmp_path_factory):

@@ -20,6 +20,9 @@ from robustbench_ofa.data.transforms import normalize
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.tasks import TASK_REGISTRY, get_task, task_class, task_names
 
+#: rerun by CI under the most portable CPU kernels and 1 thread (scripts/ci_portable.py)
+pytestmark = pytest.mark.kernels
+
 SIZE = 32
 N = 2
 #: tiny budgets: each pair must run in about a second on two cores

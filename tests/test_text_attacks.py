@@ -24,6 +24,9 @@ from robustbench_ofa.evaluation.runner import Evaluator, LoadedVariant
 from robustbench_ofa.evaluation.store import ResultsStore
 from robustbench_ofa.zoo.recipe import micro_recipe
 
+#: rerun by CI under the most portable CPU kernels and 1 thread (scripts/ci_portable.py)
+pytestmark = pytest.mark.kernels
+
 SAMPLES = colour_samples(8, 21)
 
 

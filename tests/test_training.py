@@ -25,6 +25,9 @@ from robustbench_ofa.training.schedule import BatchPlan, lr_factor
 from robustbench_ofa.tuning import get_method
 from robustbench_ofa.zoo.recipe import EMBEDDED
 
+#: rerun by CI under the most portable CPU kernels and 1 thread (scripts/ci_portable.py)
+pytestmark = pytest.mark.kernels
+
 SIZE = 32
 SCENE = syn.SceneConfig(image_size=SIZE)
 
@@ -67,6 +70,21 @@ def _log(path: Path) -> list[dict]:
 
 
 # --- learning -------------------------------------------------------------------------------------
+
+
+def test_train_runs_with_its_thread_count_and_restores_the_callers(tok, data):
+    """``num_threads`` sets the reduction order of the training's CPU kernels; it must not leak into what
+    runs next in the process (before, every test after the first training ran with that training's
+    count whatever OMP_NUM_THREADS said)."""
+    seen = []
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    model = _model(tok, dropout=0.0)
+    hook = model.encoder.register_forward_pre_hook(lambda m, a: seen.append(torch.get_num_threads()))
+    train(model, _tasks(tok, ["ve"]), {"ve": data["ve"][:4]}, _cfg(max_steps=1, num_threads=other), progress=False)
+    hook.remove()
+    assert seen and set(seen) == {other}
+    assert torch.get_num_threads() == before
 
 
 def test_training_reduces_the_loss_and_logs(tok, data, tmp_path):

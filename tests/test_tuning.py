@@ -14,6 +14,9 @@ from robustbench_ofa.tuning import METHODS, count_trainable, get_method
 from robustbench_ofa.tuning.prompt import prompt_param_count
 from robustbench_ofa.tuning.variant import load_variant, save_variant
 
+#: rerun by CI under the most portable CPU kernels and 1 thread (scripts/ci_portable.py)
+pytestmark = pytest.mark.kernels
+
 
 def _fresh(method: str, **hp) -> OFAModel:
     torch.manual_seed(0)

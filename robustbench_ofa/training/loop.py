@@ -191,7 +191,35 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, **kwargs)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """``torch.set_num_threads(n)`` for the block, the caller's count restored after: the thread count sets
+    the reduction order of CPU kernels, so a training run's own setting must not leak into the arithmetic
+    of whatever runs next in the process (an evaluation, a test)."""
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n is not None:
+            torch.set_num_threads(previous)
+
+
 def train(
+    model: nn.Module,
+    tasks: Mapping[str, Task],
+    train_data: Mapping[str, Sequence[Sample]],
+    config: TrainConfig,
+    **kwargs: Any,
+) -> TrainResult:
+    """Train ``model`` in place on ``train_data`` ({task: samples}) with ``config.num_threads`` torch
+    threads (the caller's count restored afterwards) and return a summary; ``kwargs`` as ``_train``'s."""
+    with torch_threads(config.num_threads):
+        return _train(model, tasks, train_data, config, **kwargs)
+
+
+def _train(
     model: nn.Module,
     tasks: Mapping[str, Task],
     train_data: Mapping[str, Sequence[Sample]],
@@ -211,8 +239,6 @@ def train(
     every ``config.eval_every`` steps and at the end.
     """
     _check_data(tasks, train_data)
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
