@@ -211,19 +211,6 @@ def train(
     tasks: Mapping[str, Task],
     train_data: Mapping[str, Sequence[Sample]],
     config: TrainConfig,
-    **kwargs: Any,
-) -> TrainResult:
-    """Train ``model`` in place on ``train_data`` ({task: samples}) with ``config.num_threads`` torch
-    threads (the caller's count restored afterwards) and return a summary; ``kwargs`` as ``_train``'s."""
-    with torch_threads(config.num_threads):
-        return _train(model, tasks, train_data, config, **kwargs)
-
-
-def _train(
-    model: nn.Module,
-    tasks: Mapping[str, Task],
-    train_data: Mapping[str, Sequence[Sample]],
-    config: TrainConfig,
     *,
     out_dir: str | Path | None = None,
     eval_data: Mapping[str, Sequence[Sample]] | None = None,
@@ -236,8 +223,28 @@ def _train(
 
     ``out_dir`` receives ``metrics.jsonl`` and, with ``config.checkpoint_every``, ``checkpoint.pt``;
     with ``resume`` an existing checkpoint of the same run is continued. ``eval_data`` is evaluated
-    every ``config.eval_every`` steps and at the end.
+    every ``config.eval_every`` steps and at the end. Runs with ``config.num_threads`` torch threads and
+    restores the caller's count afterwards.
     """
+    with torch_threads(config.num_threads):
+        return _train(model, tasks, train_data, config, out_dir=out_dir, eval_data=eval_data, progress=progress,
+                      desc=desc, callbacks=callbacks, resume=resume)
+
+
+def _train(
+    model: nn.Module,
+    tasks: Mapping[str, Task],
+    train_data: Mapping[str, Sequence[Sample]],
+    config: TrainConfig,
+    *,
+    out_dir: str | Path | None,
+    eval_data: Mapping[str, Sequence[Sample]] | None,
+    progress: bool,
+    desc: str,
+    callbacks: Sequence[Callback],
+    resume: bool,
+) -> TrainResult:
+    """``train``'s body, with the thread count already set."""
     _check_data(tasks, train_data)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
