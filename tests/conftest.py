@@ -9,6 +9,11 @@ import torch
 
 from robustbench_ofa.models import OFAConfig, OFAModel
 
+#: Seed of the trained micro models (initialisation and data order; default 0). Another seed moves the
+#: trained weights much as another CPU's kernels do, but further: ``ROBUST_OFA_TEST_SEED=3 pytest -m kernels``
+#: shows whether a threshold sits on a cliff of one training run (README "Tests on every CPU").
+MODEL_SEED = int(os.environ.get("ROBUST_OFA_TEST_SEED", "0"))
+
 
 def pytest_report_header(config) -> str:
     """The kernels and threads this run computes with: a failure that appears on one CPU kind only starts
@@ -102,12 +107,6 @@ def micro_tokenizer(tmp_path_factory):
 
     texts = syn.corpus_texts() + [instruction(t, "x") for t in task_names()]
     return train_bpe(texts, tmp_path_factory.mktemp("micro-tok"), vocab_size=300, num_bins=50)
-
-
-#: Seed of the trained micro models (initialisation and data order; default 0). Another seed moves the
-#: trained weights much as another CPU's kernels do, but further: ``ROBUST_OFA_TEST_SEED=3 pytest -m kernels``
-#: shows whether a threshold sits on a cliff of one training run (README "Tests on every CPU").
-MODEL_SEED = int(os.environ.get("ROBUST_OFA_TEST_SEED", "0"))
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ import torch
 
 from robustbench_ofa.cards import package_versions
 from robustbench_ofa.io import atomic_write_text
+from robustbench_ofa.training.loop import torch_threads
 from robustbench_ofa.training.pipeline import RunInfo, fresh_stage, publish_stage, train_evaluate_save
 from robustbench_ofa.zoo.home import ZOO_DIR, ensure_home
 from robustbench_ofa.zoo.recipe import VariantRecipe, ZooRecipe, default_recipe
@@ -75,20 +76,17 @@ def deterministic(num_threads: int | None) -> Iterator[None]:
     """
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    prev_threads = torch.get_num_threads()
     import torch.utils.deterministic as flags  # not imported by ``import torch``
 
     prev_fill = flags.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
     flags.fill_uninitialized_memory = False
-    if num_threads:
-        torch.set_num_threads(num_threads)
     try:
-        yield
+        with torch_threads(num_threads or None):
+            yield
     finally:
         torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
         flags.fill_uninitialized_memory = prev_fill
-        torch.set_num_threads(prev_threads)
 
 
 @contextlib.contextmanager
