@@ -88,6 +88,9 @@ class ModelCard:
     #: Training compute: sample forward+backward passes of the whole tuning run (a batch of 32 counts 32; None: unknown,
     #: e.g. a resumed run or a card from before it was recorded).
     train_grad_evals: int | None = None
+    #: How training was executed, not what it computed: world size, micro-batch, accumulation steps,
+    #: backend, activation checkpointing, BatchNorm handling (``training.parallel.execution_facts``).
+    execution: dict[str, Any] = field(default_factory=dict)
     card_version: int = CARD_VERSION
 
     def to_dict(self) -> dict[str, Any]:

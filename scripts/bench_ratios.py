@@ -1,4 +1,5 @@
-"""Print the speed ratios the issues ask for from a pytest-benchmark JSON file (same run only).
+"""Print the speed ratios the issues ask for from a pytest-benchmark JSON file (same run only), and fail
+(exit 1) when a gated ratio misses its target or could not be computed.
 
 Usage: python scripts/bench_ratios.py .benchmarks/latest.json [previous.json]
 With a second file, also prints each benchmark's median relative to that earlier run.
@@ -30,13 +31,26 @@ RATIOS = [
      "test_bench_eval_1proc_1thread", "test_bench_eval_2proc_1thread", 1, ">= 1.7"),
     ("evaluate, whole command: 1 proc x default threads / torchrun 2 procs x 1 thread",
      "test_bench_eval_1proc_default_threads", "test_bench_eval_2proc_1thread", 1, "> 1"),
+    ("train tune, whole command: 1 proc x 1 thread / torchrun 2 procs x 1 thread (same global batch)",
+     "test_bench_train_1proc_1thread", "test_bench_train_2proc_1thread", 1, "> 1"),
+    ("train tune, whole command: micro-batch 8 x 4 accumulation / whole batch of 32",
+     "test_bench_train_accumulate_8x4", "test_bench_train_1proc_1thread", 1, "<= 1.3"),
 ]
-#: The same comparisons on the evaluation phase alone (``extra_info["evaluate_seconds"]``: no start-up).
+#: The same comparisons on one phase alone: (label, numerator, denominator, target, ``extra_info`` key,
+#: gated). Gated ratios fail CI when missed (a speed target is a failing threshold). The training gates
+#: sit below the issue's targets (2 processes >= 1.6x, accumulation <= 1.3x), at what this 2-core VM
+#: reaches with a margin for its noise (measurements/training-parallel-2026-12-07.md): they catch a
+#: sharding that does not shard (every rank running the whole batch: <= 1.0x) and an accumulation that
+#: repeats work (a second forward per micro-batch: about 2x).
 PHASE_RATIOS = [
     ("evaluate phase: 1 proc x 1 thread / torchrun 2 procs x 1 thread",
-     "test_bench_eval_1proc_1thread", "test_bench_eval_2proc_1thread", ">= 1.7"),
+     "test_bench_eval_1proc_1thread", "test_bench_eval_2proc_1thread", ">= 1.7", "evaluate_seconds", False),
     ("evaluate phase: 1 proc x default threads / torchrun 2 procs x 1 thread",
-     "test_bench_eval_1proc_default_threads", "test_bench_eval_2proc_1thread", "> 1"),
+     "test_bench_eval_1proc_default_threads", "test_bench_eval_2proc_1thread", "> 1", "evaluate_seconds", False),
+    ("train tune, time per optimiser step: 1 proc x 1 thread / torchrun 2 procs x 1 thread (issue target >= 1.6)",
+     "test_bench_train_1proc_1thread", "test_bench_train_2proc_1thread", ">= 1.2", "step_seconds", True),
+    ("train tune, time per optimiser step: micro-batch 8 x 4 accumulation / whole batch of 32 (issue target "
+     "<= 1.3)", "test_bench_train_accumulate_8x4", "test_bench_train_1proc_1thread", "<= 1.45", "step_seconds", True),
 ]
 
 
@@ -50,19 +64,33 @@ def extras(path: str) -> dict[str, dict]:
     return {b["name"]: b.get("extra_info") or {} for b in data["benchmarks"]}
 
 
+def meets(value: float, target: str) -> bool:
+    """Whether ``value`` meets a target written as ``<= 1.3``, ``>= 1.6``, ``< 1`` or ``> 1``."""
+    op, bound = target.split()
+    return {"<=": value <= float(bound), ">=": value >= float(bound), "<": value < float(bound),
+            ">": value > float(bound)}[op]
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
         return 2
     cur = medians(argv[0])
+    failed = []
     for label, num, den, mult, target in RATIOS:
         if num in cur and den in cur:
             print(f"{label}: {cur[num] / (mult * cur[den]):.3f}  (target {target})")
     info = extras(argv[0])
-    for label, num, den, target in PHASE_RATIOS:
-        a, b = info.get(num, {}).get("evaluate_seconds"), info.get(den, {}).get("evaluate_seconds")
+    for label, num, den, target, key, gated in PHASE_RATIOS:
+        a, b = info.get(num, {}).get(key), info.get(den, {}).get(key)
         if a and b:
-            print(f"{label}: {a / b:.3f}  (target {target}; {a:.1f} s vs {b:.1f} s)")
+            ok = meets(a / b, target)
+            verdict = "" if not gated else ": PASS" if ok else ": FAIL"
+            print(f"{label}: {a / b:.3f}  (target {target}{verdict}; {a:.4g} s vs {b:.4g} s)")
+            if gated and not ok:
+                failed.append(f"{label}: {a / b:.3f}, gate {target}")
+        elif gated and (num in cur or den in cur):  # a gated pair half run, or run without its phase time
+            failed.append(f"{label}: not measured ({key} of {num} or {den} missing from {argv[0]})")
     dist = info.get("test_bench_eval_2proc_1thread", {})
     if "wait_share" in dist:
         print(f"torchrun 2 procs, evaluate phase: gathering rows (all ranks arrived) / phase, worst rank: "
@@ -73,7 +101,9 @@ def main(argv: list[str]) -> int:
         prev = medians(argv[1])
         for name in sorted(set(cur) & set(prev)):
             print(f"{name}: {cur[name] / prev[name]:.3f} x previous run")
-    return 0
+    for line in failed:
+        print(f"FAILED speed target: {line}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

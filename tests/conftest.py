@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -13,6 +14,13 @@ from robustbench_ofa.models import OFAConfig, OFAModel
 #: trained weights much as another CPU's kernels do, but further: ``ROBUST_OFA_TEST_SEED=3 pytest -m kernels``
 #: shows whether a threshold sits on a cliff of one training run (README "Tests on every CPU").
 MODEL_SEED = int(os.environ.get("ROBUST_OFA_TEST_SEED", "0"))
+
+
+def launcher(nproc: int) -> list[str]:
+    """The command that runs a script or ``-m`` module in ``nproc`` processes (torchrun) or in this Python."""
+    if nproc > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return [sys.executable]
 
 
 def pytest_report_header(config) -> str:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import launcher
 
 pytestmark = pytest.mark.benchmark
 GROUP = "evaluate embedded-finetune VE PGD-10, 96 samples: processes x threads on 2 cores"
@@ -41,14 +42,12 @@ def _timed(benchmark, tmp_path, nproc: int, threads: int | None):
     env.pop("OMP_NUM_THREADS", None)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-                if nproc > 1 else [sys.executable])
     outs = []
 
     def once():
         out = tmp_path / f"run{len(outs)}"
         outs.append(out)
-        proc = subprocess.run([*launcher, "-m", "robustbench_ofa", *_args(out)], env=env, capture_output=True,
+        proc = subprocess.run([*launcher(nproc), "-m", "robustbench_ofa", *_args(out)], env=env, capture_output=True,
                               text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
 

@@ -18,8 +18,10 @@ import pytest
 import torch
 
 from robustbench_ofa.cli import main
+from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.study import load_study
 from robustbench_ofa.study.spec import tomllib  # tomli on Python 3.10
+from robustbench_ofa.training.parallel import StepSplit
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 SHIPPED = sorted(p.name for p in STUDIES.glob("ofa-pt-*.toml"))
@@ -110,9 +112,9 @@ def _sets(name: str, standins, home: Path) -> list[str]:
             "evaluate.sanity-steps=2", "evaluate.sanity-restarts=1"]
     if "ans2label" in _required(name):
         sets.append(f"ans2label={standins['ans2label']}")
-    for variant in spec_vars.variants:  # scale only: one optimiser step at 64 px
+    for variant in spec_vars.variants:  # scale only: one optimiser step (2 micro-batches of 2) at 64 px
         sets += [f"variants.{variant}.image-size=64", f"variants.{variant}.batch-size=4",
-                 f"variants.{variant}.beam=1"]
+                 f"variants.{variant}.micro-batch-size=2", f"variants.{variant}.beam=1"]
         sets.append(f"variants.{variant}.{'steps' if 'steps' in spec_vars.variants[variant] else 'epochs'}=1")
     return [a for s in sets for a in ("--set", s)]
 
@@ -124,6 +126,21 @@ def test_shipped_study_plans_cleanly(name, standins, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("robust-ofa train tune") == 4 and out.count("robust-ofa evaluate") == 1
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_studies_run_ofas_global_batches_on_1_to_8_gpus(name):
+    """Every variant keeps OFA's global batch as its recipe and OFA's per-GPU batch as its micro-batch, on
+    1, 2, 4 or 8 processes (the rest is accumulation); `study plan --world-size` prints the split."""
+    spec = _shape(name)
+    for variant, table in spec.variants.items():
+        assert table["batch-size"] % table["micro-batch-size"] == 0, variant
+        for world in (1, 2, 4, 8):
+            split = StepSplit(table["batch-size"], world, table["micro-batch-size"])
+            assert split.micro_batch * split.accumulation * world == table["batch-size"]
+    with pytest.raises(RobustOFAError, match="does not divide --batch-size"):
+        StepSplit(spec.variants[next(iter(spec.variants))]["batch-size"], 3,
+                  spec.variants[next(iter(spec.variants))]["micro-batch-size"])
 
 
 def test_shipped_studies_cover_the_papers_four_tasks():

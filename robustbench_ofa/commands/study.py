@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="set a variable (NAME=VALUE) or override a field (SECTION.KEY=VALUE, e.g. "
                             "evaluate.n-samples=8); repeatable")
         p.add_argument("--out", default=None, help="run folder (default: the file's study.out, else runs/NAME)")
+        if name == "plan":
+            p.add_argument("--world-size", type=int, default=None, metavar="N",
+                           help="show each variant's split over N processes (default: torchrun's WORLD_SIZE, else 1)")
         if name == "run":
             p.add_argument("--allow-changed", action="store_true",
                            help="continue a run folder made with another version of the file or other --set values")
@@ -48,9 +51,20 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"  {spec.description}")
     for name in sorted(spec.vars):
         print(f"  var {name} = {spec.vars[name]!r}")
+    import os
+
+    from robustbench_ofa.errors import RobustOFAError
+
+    world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    if world < 1:
+        raise RobustOFAError(f"--world-size: expected a positive process count, got {world}")
     for i, step in enumerate(steps, 1):
         state = "done" if step.done() else "to run"
         print(f"[{i}] {step.kind} {step.name} ({state}):\n    {step.command()}")
+        if step.kind == "tune":
+            split = step.split(world)
+            print(f"    global batch {split.batch} = micro-batch {split.micro_batch} x {split.accumulation} "
+                  f"accumulation step(s) x {world} process(es)")
     return 0
 
 

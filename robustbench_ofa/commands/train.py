@@ -3,17 +3,23 @@
 ``tune`` takes comma-separated lists for hyper-parameters (``--prompt-length 16,64 --reparam on,off``,
 ``--lr 1e-2,3e-2``); more than one combination runs an ablation grid and writes ``ablation.csv/json``.
 Every run is resumable: rerunning the same command continues from the last checkpoint in ``--out``.
+
+Under torchrun (``torchrun --nproc-per-node N -m robustbench_ofa train ...``) every rank runs the command
+and trains one model with DistributedDataParallel (``training.parallel``); rank 0 alone builds what is
+shared (the embedded zoo, a pretraining tokenizer), prints, and writes checkpoints, the model and its card.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from robustbench_ofa.configcli import add_arguments, check_values, help_of, values_from_args
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.training.config import TrainConfig
+from robustbench_ofa.training.parallel import StepSplit
 from robustbench_ofa.tuning import grid_flags
 
 #: Where the command line's defaults differ from TrainConfig's: CLI runs are resumable by default.
@@ -41,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--random-bin-init", action="store_true",
                    help="OFA's independent random <bin_i> embeddings instead of the smooth initialisation")
     _add_common(p, grid=False)
-    p.set_defaults(handler=_cmd_pretrain)
+    p.set_defaults(handler=_distributed(_cmd_pretrain))
 
     p = sub.add_parser("tune", help="tune a base checkpoint with a tuning method; comma lists run a grid")
     p.add_argument("--base", required=True, help="zoo name (e.g. embedded-base) or checkpoint folder")
@@ -57,13 +63,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="any hyper-parameter of the method (repeatable); lists run a grid")
     _add_common(p, grid=True)
     p.add_argument("--study-record", default=None, help=argparse.SUPPRESS)  # written by `robust-ofa study run`
-    p.set_defaults(handler=_cmd_tune)
+    p.set_defaults(handler=_distributed(_cmd_tune))
 
 
 def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     p.add_argument("--eval-data", default="synthetic:downstream_test", metavar="SPEC",
                    help="clean evaluation data after training ('none' to skip)")
-    p.add_argument("--n", type=int, default=None, help="training samples per task (default: all; synthetic 1000)")
+    # --n-train: torchrun reads "--n" as an abbreviation of its own --nnodes/--nproc-per-node
+    p.add_argument("--n", "--n-train", dest="n", type=int, default=None,
+                   help="training samples per task (default: all; synthetic 1000); under torchrun write --n-train")
     p.add_argument("--eval-n", type=int, default=256, help="evaluation samples per task")
     p.add_argument("--image-size", type=int, default=None, help="input resolution (default: the base's, or 96)")
     p.add_argument("--answers", default=None, metavar="FILE",
@@ -87,6 +95,36 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
 # Shared helpers
 
 
+def _distributed(handler):
+    """``handler`` in the torchrun job the environment describes (or alone): the device becomes the rank's
+    (``cuda:LOCAL_RANK``), ranks other than 0 print nothing, and every rank waits at the end until rank 0
+    has written the model (``study run``'s next step reads it on every rank)."""
+    import contextlib
+    import io
+
+    def run(args: argparse.Namespace) -> int:
+        from robustbench_ofa.distributed import from_env
+        from robustbench_ofa.training.parallel import job
+
+        _train_config(args, 1e-3, 1)  # bad options and splits: one line before any process group is made
+        dist, args.device = from_env(args.device)
+        try:
+            with job(dist):
+                if dist.is_main:
+                    code = handler(args)
+                else:
+                    args.quiet = True
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        code = handler(args)
+            dist.barrier()
+            return code
+        finally:
+            dist.close()
+
+    run.__doc__ = handler.__doc__
+    return run
+
+
 def _tasks_arg(text: str) -> list[str]:
     from robustbench_ofa.tasks import canonical_task
 
@@ -105,7 +143,10 @@ def _train_config(args: argparse.Namespace, lr: float, default_steps: int) -> An
         values["max_steps"] = default_steps
     values["lr"] = lr
     check_values(TrainConfig, values)
-    return TrainConfig(**values, bf16=False if args.no_bf16 else None)
+    config = TrainConfig(**values, bf16=False if args.no_bf16 else None)
+    # a split that does not divide the global batch: refused before anything is loaded or trained
+    StepSplit(config.batch_size, int(os.environ.get("WORLD_SIZE", "1")), config.micro_batch_size)
+    return config
 
 
 def _scene_fields(card: Any | None = None) -> dict[str, Any]:
@@ -243,6 +284,19 @@ def _arch_config(args: argparse.Namespace, vocab_size: int) -> Any:
     return config
 
 
+def _shared_tokenizer(args: argparse.Namespace, out: Path, data: dict[str, list]):
+    """The pretraining tokenizer; under torchrun rank 0 trains and writes it, the other ranks read it."""
+    from robustbench_ofa.models.tokenizer import OFATokenizer
+    from robustbench_ofa.training.parallel import current
+
+    dist = current()
+    if not dist.active or args.tokenizer:
+        return _pretrain_tokenizer(args, out, data)
+    tokenizer = dist.raise_together(lambda: _pretrain_tokenizer(args, out, data), dist.is_main)
+    later = dist.raise_together(lambda: OFATokenizer.from_pretrained(out / "tokenizer"), not dist.is_main)
+    return tokenizer if dist.is_main else later
+
+
 def _pretrain_tokenizer(args: argparse.Namespace, out: Path, data: dict[str, list]):
     from robustbench_ofa.data.synthetic import corpus_texts
     from robustbench_ofa.models.tokenizer import OFATokenizer, train_bpe
@@ -281,7 +335,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     data = _load_data(args.data, "synthetic:train", tasks, args.n, image_size, EMBEDDED.pretrain_n, scene)
     eval_data = _eval_data(args, tasks, image_size, scene)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _pretrain_tokenizer(args, out, data)
+    tokenizer = _shared_tokenizer(args, out, data)
     model_config = _arch_config(args, tokenizer.vocab_size)
     torch.manual_seed(args.seed)
     model = OFAModel(model_config)
@@ -330,9 +384,11 @@ def _grid_specs(args: argparse.Namespace) -> dict[str, str]:
 
 def _resolve_base(args: argparse.Namespace) -> tuple[Path, Any]:
     """The base checkpoint folder and its ZooModel (a variant cannot be a base)."""
+    from robustbench_ofa.training.parallel import current
     from robustbench_ofa.zoo import get
 
-    entry = get(args.base, home=args.home, progress=not args.quiet)
+    # under torchrun rank 0 builds a missing zoo model (alone: zoo.build) first; the others then find it
+    entry = current().main_first(lambda: get(args.base, home=args.home, progress=not args.quiet))
     if getattr(entry.model, "variant_card", None) is not None:
         raise RobustOFAError(f"--base {args.base}: is a tuned variant; tune from a full checkpoint")
     path = Path(entry.card.path or args.base)

@@ -26,9 +26,9 @@ from attacks import ATTACKS, AttackParams, Threat, run_attack
 from attacks.objective import stochastic_modules
 from attacks.views import TaskView
 from robustbench_ofa.data.types import Sample
+from robustbench_ofa.distributed import SINGLE, Dist
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.evaluation.config import TWIN_TRANSFER, EvalConfig, own_white_box
-from robustbench_ofa.evaluation.distributed import SINGLE, Dist
 from robustbench_ofa.evaluation.precision import attack_passes, compile_model, judging
 from robustbench_ofa.evaluation.store import ResultsStore
 from robustbench_ofa.evaluation.twins import twin_recipe

@@ -79,6 +79,19 @@ def _may_have_pads(pad: torch.Tensor) -> bool:
 class _PositionTables(nn.Module):
     """Position embeddings, their LayerNorms and the relative-position tables shared by both stacks."""
 
+    #: Recompute each layer's activations in the backward pass (``OFAModel.set_activation_checkpointing``).
+    activation_checkpointing = False
+
+    def _layer(self, layer: nn.Module, *args, **kwargs):
+        """``layer(*args, **kwargs)``, checkpointed when training with checkpointing on: only the layer's
+        inputs are kept and its activations recomputed in backward (non-reentrant, RNG state replayed, so
+        dropout draws the same masks and the gradients are those of the plain call)."""
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(layer, *args, use_reentrant=False, **kwargs)
+        return layer(*args, **kwargs)
+
     def _init_positions(self, config: OFAConfig, num_layers: int, num_heads: int) -> None:
         d = config.d_model
         self.num_heads = num_heads
@@ -207,7 +220,7 @@ class OFAEncoder(_PositionTables):
             bias[:, :, n_img:, n_img:] += self.token_rel_bias(idx, txt_idx, n_txt)
             if grid is not None:
                 bias[:, :, :n_img, :n_img] += self.image_rel_bias(idx, grid)
-            x = layer(x, _masked_bias(bias, allowed), prompt_kv=prompts[idx] if prompts else None)
+            x = self._layer(layer, x, _masked_bias(bias, allowed), prompt_kv=prompts[idx] if prompts else None)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return OFAEncoderOutput(last_hidden_state=x, padding_mask=pad,
@@ -317,8 +330,8 @@ class OFADecoder(_PositionTables):
                 rel = torch.where(code_masks[:, None, None, None], img_rel, rel)
             bias = _masked_bias(self_bias + rel, allowed)
             past = past_key_values[idx] if past_key_values else None
-            x, present = layer(x, bias, enc, cross_bias, past=past, prompt_kv=prompts[idx] if prompts else None,
-                               group=group)
+            x, present = self._layer(layer, x, bias, enc, cross_bias, past=past,
+                                     prompt_kv=prompts[idx] if prompts else None, group=group)
             if cache is not None:
                 cache.append(present)
         if self.layer_norm is not None:
@@ -384,6 +397,14 @@ class OFAModel(PreTrainedModel):
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         return self
+
+    def set_activation_checkpointing(self, on: bool = True) -> None:
+        """Recompute, in the backward pass of training, each encoder and decoder layer and each ResNet stage
+        instead of keeping their activations: memory for OFA-base/large at 480 px, at the cost of one more
+        forward of those parts. The gradients are unchanged (see ``_PositionTables._layer``); ResNet stages
+        whose BatchNorm trains are not recomputed (a replay would update the running statistics twice)."""
+        for m in (self.encoder, self.decoder, self.encoder.embed_images):
+            m.activation_checkpointing = bool(on)
 
     def set_attention_impl(self, impl: str) -> None:
         """Switch every attention between ``sdpa`` (default) and ``eager`` (reference formula)."""

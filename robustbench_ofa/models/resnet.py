@@ -76,6 +76,8 @@ class ResNet(nn.Module):
 
     #: Output channels of OFA's backbone (``base_planes`` = 64); instances carry their own ``out_channels``.
     out_channels = 1024
+    #: Recompute each stage in backward when training (``OFAModel.set_activation_checkpointing``).
+    activation_checkpointing = False
 
     def __init__(self, layers: list[int], drop_path_rate: float = 0.0, base_planes: int = 64):
         super().__init__()
@@ -114,4 +116,16 @@ class ResNet(nn.Module):
         # the checkpoint layout are unchanged, and the values agree with NCHW to float rounding.
         x = _ChannelsLast.apply(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer3(self.layer2(self.layer1(x)))
+        for stage in (self.layer1, self.layer2, self.layer3):
+            x = self._stage(stage, x)
+        return x
+
+    def _stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One stage, checkpointed when asked, training, and its BatchNorm frozen: a training BatchNorm
+        would update its running statistics again when the stage is replayed."""
+        if (self.activation_checkpointing and self.training and torch.is_grad_enabled()
+                and not any(m.training for m in stage.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))):
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(stage, x, use_reentrant=False)
+        return stage(x)

@@ -41,6 +41,20 @@ class Step:
         marker = "card.json" if self.kind == "tune" else "summary.json"
         return (self.out / marker).is_file()
 
+    def split(self, world: int):
+        """How a tune step's global batch runs on ``world`` processes (``training.parallel.StepSplit``;
+        a split that does not divide the batch is one line naming the variant)."""
+        from robustbench_ofa.training.parallel import StepSplit
+
+        args = _parse(self.argv)
+        try:
+            return StepSplit(int(args.batch_size), world, args.micro_batch_size)
+        except RobustOFAError as exc:
+            raise RobustOFAError(f"variant {self.name}: {exc}") from None
+
+    def device(self) -> str:
+        return str(getattr(_parse(self.argv), "device", "cpu"))
+
     def command(self) -> str:
         shown = list(self.argv)
         if "--study-record" in shown:  # an internal detail of `study run`, not part of the command to copy

@@ -34,15 +34,29 @@ def check_record(spec: StudySpec, root: Path, allow_changed: bool) -> None:
 
 
 def run_study(spec: StudySpec, steps: list[Step], root: Path, allow_changed: bool = False) -> None:
-    check_record(spec, root, allow_changed)
-    write_study_record(root / RECORD_FILE, spec.record())
-    for i, step in enumerate(steps, 1):
-        label = f"[{i}/{len(steps)}] {step.kind} {step.name}"
-        if step.done():
-            print(f"study {spec.name}: {label}: done, skipped ({step.out})", file=sys.stderr, flush=True)
-            continue
-        print(f"study {spec.name}: {label}: {step.command()}", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        run_step(step)
-        print(f"study {spec.name}: {label}: finished in {time.perf_counter() - t0:.0f} s", file=sys.stderr,
-              flush=True)
+    """Run the steps not done yet. Under torchrun every rank runs every step (tuning with DDP, evaluation
+    sharded) in the one process group made here; rank 0 writes the record and prints, and the ranks meet
+    after each step, so every rank sees the files the step wrote before the next one starts."""
+    from robustbench_ofa.distributed import from_env
+    from robustbench_ofa.training.parallel import job
+
+    dist, _ = from_env(steps[0].device() if steps else "cpu")
+    try:
+        check_record(spec, root, allow_changed)
+        if dist.is_main:
+            write_study_record(root / RECORD_FILE, spec.record())
+        dist.barrier()
+        say = (lambda text: print(text, file=sys.stderr, flush=True)) if dist.is_main else (lambda text: None)
+        for i, step in enumerate(steps, 1):
+            label = f"[{i}/{len(steps)}] {step.kind} {step.name}"
+            if step.done():
+                say(f"study {spec.name}: {label}: done, skipped ({step.out})")
+                continue
+            say(f"study {spec.name}: {label}: {step.command()}")
+            t0 = time.perf_counter()
+            with job(dist):
+                run_step(step)
+            dist.barrier()
+            say(f"study {spec.name}: {label}: finished in {time.perf_counter() - t0:.0f} s")
+    finally:
+        dist.close()

@@ -146,6 +146,11 @@ class Task:
         targets, _ = self.tokenizer.pad_batch(rows)
         return TaskBatch(samples, ids, images, targets)
 
+    def target_tokens(self, samples: list[Sample]) -> int:
+        """The non-pad target tokens (with EOS) ``collate`` gives ``samples``, without building their images:
+        what a split training step normalises every micro-batch's loss by, known before any of them runs."""
+        return sum(len(self.target_ids(s)[: self.max_target_len]) + 1 for s in samples)
+
     def prepare(self, samples: list[Sample]) -> None:
         """Per-evaluation-set state (captioning's CIDEr-D corpus); called before predictions on ``samples``."""
 

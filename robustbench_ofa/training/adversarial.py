@@ -69,10 +69,13 @@ def sample_seeds(config: TrainConfig, step: int, batch: TaskBatch, rows: torch.T
 
 
 def adversarial_batch(model: nn.Module, task: Task, batch: TaskBatch, config: TrainConfig,
-                      step: int) -> AdversarialBatch:
-    """Attack ``config.adv_ratio`` of ``batch`` (eval mode, image gradients only); the model's mode is
-    restored after. ``grad_evals``: the attack's forward+backward passes, counted per sample."""
-    rows = attacked_rows(len(batch), config.adv_ratio).to(batch.images.device)
+                      step: int, rows: torch.Tensor | None = None) -> AdversarialBatch:
+    """Attack ``rows`` of ``batch`` (default: ``config.adv_ratio`` of it; a micro-batch gets the rows its
+    global batch's share falls on) in eval mode, image gradients only; the model's mode is restored
+    after. ``grad_evals``: the attack's forward+backward passes, counted per sample."""
+    rows = (attacked_rows(len(batch), config.adv_ratio) if rows is None else rows).to(batch.images.device)
+    if not len(rows):
+        return AdversarialBatch(batch, rows, grad_evals=0)
     was_training = model.training
     model.eval()
     texts, queries = None, 0

@@ -77,10 +77,16 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 
 def save_checkpoint(out_dir: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    total: int, run_key: dict[str, Any]) -> Path:
-    """Write the resumable state after ``step`` completed optimiser steps."""
+                    total: int, run_key: dict[str, Any], rng_ranks: list[dict[str, Any]] | None = None) -> Path:
+    """Write the resumable state after ``step`` completed optimiser steps. Under torchrun (rank 0 writes)
+    ``rng_ranks`` holds every rank's random state, in rank order; the data position is the step (the
+    batch plan is a function of seed and step)."""
     path = checkpoint_path(out_dir)
+    extra: dict[str, Any] = {}
+    if rng_ranks is not None and len(rng_ranks) > 1:
+        extra = {"world": len(rng_ranks), "rng_ranks": rng_ranks}
     atomic_torch_save({
+        **extra,
         "format": FORMAT_VERSION,
         "step": step,
         "total": total,
@@ -88,7 +94,7 @@ def save_checkpoint(out_dir: str | Path, *, model: nn.Module, optimizer: torch.o
         "model": training_state(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": {"step": step},
-        "rng": rng_state(),
+        "rng": rng_ranks[0] if rng_ranks else rng_state(),
     }, path)
     return path
 
@@ -110,8 +116,11 @@ def load_checkpoint(path: str | Path, run_key: dict[str, Any]) -> dict[str, Any]
     return state
 
 
-def restore(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], path: str | Path) -> int:
-    """Load model/optimizer/RNG state from a checkpoint dict; returns the completed step count."""
+def restore(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], path: str | Path,
+            rank: int = 0, world: int = 1) -> int:
+    """Load model/optimizer/RNG state from a checkpoint dict; returns the completed step count. The random
+    state is restored only for a job of the world size that wrote it (each rank its own); another world
+    size leaves it to the caller."""
     expected = training_state(model)
     missing = sorted(set(expected) - set(state["model"]))
     if missing:
@@ -119,5 +128,6 @@ def restore(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str,
     with torch.no_grad():
         model.load_state_dict(state["model"], strict=False)
     optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"])
+    if int(state.get("world", 1)) == world:
+        set_rng_state(state["rng_ranks"][rank] if world > 1 else state["rng"])
     return int(state["step"])

@@ -38,6 +38,11 @@ ADV_METHODS = ("none", "pgd", "trades", "fgsm-rs")
 #: The adversarial settings, stored only when ``adv`` is not "none" (so standard runs, their resume keys
 #: and the zoo recipes' hashes are what they were before adversarial training existed).
 ADV_FIELDS = ("adv", "adv_eps", "adv_steps", "adv_alpha", "adv_ratio", "adv_beta", "adv_text")
+#: How a step is executed, not what it computes: the split of the global batch into micro-batches and
+#: the recomputation of activations. Never stored with the recipe (``to_dict``), so neither the zoo's
+#: hashes, a card's ``train`` nor a checkpoint's resume key depends on them; a card records them under
+#: ``execution`` with the world size (``training.parallel``).
+EXECUTION_FIELDS = ("micro_batch_size", "activation_checkpointing")
 
 
 def _budget(text: str) -> float:
@@ -74,7 +79,16 @@ class TrainConfig:
     label_smoothing: float = opt(0.1, help="label smoothing of the targets", check=fraction)
     #: Gradient-norm clip; 0 disables clipping.
     clip_norm: float = opt(1.0, aliases=("--clip",), help="gradient-norm clip (0: off)", check=non_negative)
-    batch_size: int = opt(32, help="samples per optimiser step", check=positive)
+    batch_size: int = opt(32, help="samples per optimiser step: the global batch, over every process and "
+                                   "micro-batch (the recipe)", check=positive)
+    #: Samples per forward pass per process; the step accumulates batch / (micro-batch x world size)
+    #: micro-batches (``training.parallel.StepSplit``). ``None``: the whole share of each process at once.
+    micro_batch_size: int | None = opt(None, type=int, check=optional(positive),
+                                       help="samples per forward pass per process (gradient accumulation: "
+                                            "batch / (micro-batch x processes) steps; default: no accumulation)")
+    activation_checkpointing: bool = opt(False, help="recompute each encoder/decoder layer and ResNet stage "
+                                                     "in the backward pass (less memory for one more forward "
+                                                     "pass of them; the same weights)")
     #: Total optimiser steps; if ``None``, ``epochs`` passes over the training data.
     max_steps: int | None = opt(None, type=int, flag="--steps", aliases=("--max-steps",), help="optimiser steps",
                                 check=optional(positive))
@@ -151,8 +165,12 @@ class TrainConfig:
         return self.warmup_steps if self.warmup_steps is not None else int(round(self.warmup_ratio * total))
 
     def to_dict(self) -> dict[str, Any]:
+        """The recipe: every field that changes the trained weights or is stored with them (execution
+        fields left out)."""
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        for k in EXECUTION_FIELDS:
+            d.pop(k)
         if self.adv == "none":
             for k in ADV_FIELDS:
                 d.pop(k)
@@ -197,6 +215,10 @@ class TrainConfig:
         if unknown:
             raise RobustOFAError(f"{where}: unknown field '{unknown[0]}'; valid: {', '.join(sorted(names))}")
         return cls(**data)
+
+    def execution(self) -> dict[str, Any]:
+        """The execution fields (what ``to_dict`` leaves out)."""
+        return {k: getattr(self, k) for k in EXECUTION_FIELDS}
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

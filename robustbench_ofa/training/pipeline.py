@@ -36,6 +36,7 @@ from robustbench_ofa.models.loading import file_sha256, weight_file
 from robustbench_ofa.tasks.base import Task
 from robustbench_ofa.training.config import TrainConfig
 from robustbench_ofa.training.loop import METRICS_FILE, TrainResult, evaluate_tasks, remove_checkpoint, train
+from robustbench_ofa.training.parallel import current
 from robustbench_ofa.tuning.variant import save_variant
 
 __all__ = ["PipelineResult", "RunInfo", "fresh_stage", "publish_stage", "train_evaluate_save", "trained_on"]
@@ -138,6 +139,24 @@ def train_evaluate_save(
         raise ValueError("train_evaluate_save: a tuned variant needs its base_dir")
     t0 = time.perf_counter() if started is None else started
     result = train(model, tasks, train_data, config, out_dir=work, progress=progress, desc=desc, resume=resume)
+    dist = current()  # under torchrun rank 0 evaluates and writes (an error there stops every rank) ...
+    saved = dist.raise_together(lambda: _evaluate_save(
+        model, tasks, train_data, config, info, out, result, eval_data=eval_data, eval_batch_size=eval_batch_size,
+        base_dir=base_dir, tokenizer=tokenizer, work=work, atomic=atomic, t0=t0), dist.is_main)
+    if saved is None:  # ... and the other ranks read what it wrote
+        card = ModelCard.read(out)
+        card.path = str(out.resolve())
+        saved = PipelineResult(card=card, train=result, path=out)
+    return saved
+
+
+def _evaluate_save(model: nn.Module, tasks: Mapping[str, Task], train_data: Mapping[str, Sequence[Sample]],
+                   config: TrainConfig, info: RunInfo, out: Path, result: TrainResult, *,
+                   eval_data: Mapping[str, Sequence[Sample]] | None, eval_batch_size: int | None,
+                   base_dir: str | Path | None, tokenizer: Any, work: Path, atomic: bool,
+                   t0: float) -> PipelineResult:
+    """``train_evaluate_save`` after training: the clean evaluation, the model and its card."""
+    method = getattr(model, "tuning_method", None)
     clean = (evaluate_tasks(model, tasks, eval_data, eval_batch_size or config.eval_batch_size)
              if eval_data else {})
     target = fresh_stage(out) if atomic else out
@@ -149,7 +168,8 @@ def train_evaluate_save(
                      versions=package_versions(), seed=info.seed, image_size=info.image_size,
                      source=info.source, status="built", notes=notes,
                      study=dict(info.study), adversarial=config.adversarial() or {},
-                     train_grad_evals=result.grad_evals if result.resumed_from == 0 else None)
+                     train_grad_evals=result.grad_evals if result.resumed_from == 0 else None,
+                     execution=dict(result.execution))
     if info.answers:
         from robustbench_ofa.tasks.answers import write_answers
 

@@ -29,6 +29,7 @@ import torch
 from robustbench_ofa.cards import package_versions
 from robustbench_ofa.io import atomic_write_text
 from robustbench_ofa.training.loop import torch_threads
+from robustbench_ofa.training.parallel import single
 from robustbench_ofa.training.pipeline import RunInfo, fresh_stage, publish_stage, train_evaluate_save
 from robustbench_ofa.zoo.home import ZOO_DIR, ensure_home
 from robustbench_ofa.zoo.recipe import VariantRecipe, ZooRecipe, default_recipe
@@ -67,7 +68,8 @@ def seed_everything(seed: int) -> None:
 
 @contextlib.contextmanager
 def deterministic(num_threads: int | None) -> Iterator[None]:
-    """Deterministic kernels and a fixed thread count for the build; the caller's settings come back after.
+    """Deterministic kernels, a fixed thread count and one process for the build; the caller's settings
+    come back after.
 
     Without torch's NaN-filling of every new uninitialised tensor, which deterministic mode turns on as a
     debugging aid: no kernel the build runs reads memory it did not write (the zoo's weights are
@@ -81,8 +83,8 @@ def deterministic(num_threads: int | None) -> Iterator[None]:
     prev_fill = flags.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
     flags.fill_uninitialized_memory = False
-    try:
-        with torch_threads(num_threads or None):
+    try:  # one process builds (under torchrun, rank 0 while the others wait: ``Dist.main_first``)
+        with torch_threads(num_threads or None), single():
             yield
     finally:
         torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
