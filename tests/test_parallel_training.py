@@ -381,3 +381,21 @@ def test_pretrain_under_torchrun_shares_rank_zeros_tokenizer(tmp_path):
     assert card["execution"]["world_size"] == 2 and card["execution"]["accumulation_steps"] == 2
     assert card["execution"]["batchnorm"] == "per micro-batch" and (out / "tokenizer" / "vocab.json").is_file()
     assert proc.stdout.count("pretrained") == 1  # rank 0 alone prints
+
+
+def test_an_ablation_grid_under_torchrun_writes_its_table_once(tmp_path):
+    """`train tune` with a comma list trains every grid point with DDP; rank 0 alone writes each run's
+    result and the table (two ranks writing the same files would race on their temporary names)."""
+    entry = tmp_path / "micro_cli.py"
+    entry.write_text(ENTRY)
+    out = tmp_path / "grid"
+    proc = _cli(entry, ["train", "tune", "--base", "micro-base", "--method", "finetune", "--task", "ve",
+                        "--data", "synthetic:downstream_train:16", "--eval-data", "none", "--lr", "1e-3,2e-3",
+                        "--steps", "2", "--batch-size", "8", "--micro-batch-size", "2", "--home",
+                        str(tmp_path / "home"), "--out", str(out), "--quiet"], 2)
+    rows = json.loads((out / "ablation.json").read_text())
+    assert [r["lr"] for r in rows] == [1e-3, 2e-3]
+    for run in ("lr-0.001", "lr-0.002"):
+        card = json.loads((out / "runs" / run / "card.json").read_text())
+        assert card["execution"]["world_size"] == 2 and card["execution"]["accumulation_steps"] == 2
+    assert proc.stdout.count("ablation: 2 runs") == 1

@@ -106,7 +106,7 @@ def _distributed(handler):
         from robustbench_ofa.distributed import from_env
         from robustbench_ofa.training.parallel import job
 
-        _train_config(args, 1e-3, 1)  # bad options and splits: one line before any process group is made
+        _check_options(args)
         dist, args.device = from_env(args.device)
         try:
             with job(dist):
@@ -134,6 +134,14 @@ def _tasks_arg(text: str) -> list[str]:
     if len(set(tasks)) != len(tasks):
         raise RobustOFAError(f"--task: duplicate task in '{text}'")
     return tasks
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Bad training options and a split that does not divide the batch: one line before any process group
+    is made (the handler builds the config itself, with the method's learning rate)."""
+    values = values_from_args(TrainConfig, args, skip=("lr",))
+    check_values(TrainConfig, values)
+    StepSplit(values["batch_size"], int(os.environ.get("WORLD_SIZE", "1")), values["micro_batch_size"])
 
 
 def _train_config(args: argparse.Namespace, lr: float, default_steps: int) -> Any:

@@ -108,9 +108,12 @@ def run_grid(method: str, base_hparams: Mapping[str, Any], grid: Mapping[str, Se
     ``metrics`` ({task: {metric: value}}), optionally the method's full ``hparams`` (defaults included);
     the row adds the run id, method, hyper-parameters and learning rate.
     """
+    from robustbench_ofa.training.parallel import current
+
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     points = expand_grid(grid)
+    main = current().is_main
     for i, point in enumerate(points, start=1):
         rid = run_id(point)
         run_dir = out / "runs" / rid
@@ -118,7 +121,7 @@ def run_grid(method: str, base_hparams: Mapping[str, Any], grid: Mapping[str, Se
         if done.is_file():
             row = json.loads(done.read_text())
         else:
-            if progress:
+            if progress and main:
                 import sys
 
                 print(f"robust-ofa: ablation run {i}/{len(points)}: {rid}", file=sys.stderr, flush=True)
@@ -129,7 +132,9 @@ def run_grid(method: str, base_hparams: Mapping[str, Any], grid: Mapping[str, Se
             row = {"run": rid, "method": method, **{k: full[k] for k in sorted(full)}, "lr": cfg.lr,
                    "trainable_params": result["trainable_params"], **metric_columns(result["metrics"]),
                    "train_seconds": result.get("train_seconds")}
-            atomic_write_text(done, json.dumps(row, indent=2) + "\n")
+            if main:  # under torchrun every rank trains the point; rank 0 alone writes
+                atomic_write_text(done, json.dumps(row, indent=2) + "\n")
         rows.append(row)
-        write_table(rows, out)
+        if main:
+            write_table(rows, out)
     return rows
