@@ -38,19 +38,19 @@ RATIOS = [
 ]
 #: The same comparisons on one phase alone: (label, numerator, denominator, target, ``extra_info`` key,
 #: gated). Gated ratios fail CI when missed (a speed target is a failing threshold). The training gates
-#: sit below the issue's targets (2 processes >= 1.6x, accumulation <= 1.3x), at what this 2-core VM
-#: reaches with a margin for its noise (measurements/training-parallel-2026-12-07.md): they catch a
-#: sharding that does not shard (every rank running the whole batch: <= 1.0x) and an accumulation that
-#: repeats work (a second forward per micro-batch: about 2x).
+#: sit below the issue's targets (2 processes >= 1.6x, accumulation <= 1.3x), under the spread this
+#: 2-core VM gives with a margin for its noise (1.37-1.45x and 1.17-1.40x measured, see
+#: measurements/training-parallel-2026-12-07.md): they catch sharding that saves no work (work done twice
+#: under DDP measured 0.68x) and accumulation that repeats work (2.90x).
 PHASE_RATIOS = [
     ("evaluate phase: 1 proc x 1 thread / torchrun 2 procs x 1 thread",
      "test_bench_eval_1proc_1thread", "test_bench_eval_2proc_1thread", ">= 1.7", "evaluate_seconds", False),
     ("evaluate phase: 1 proc x default threads / torchrun 2 procs x 1 thread",
      "test_bench_eval_1proc_default_threads", "test_bench_eval_2proc_1thread", "> 1", "evaluate_seconds", False),
     ("train tune, time per optimiser step: 1 proc x 1 thread / torchrun 2 procs x 1 thread (issue target >= 1.6)",
-     "test_bench_train_1proc_1thread", "test_bench_train_2proc_1thread", ">= 1.2", "step_seconds", True),
+     "test_bench_train_1proc_1thread", "test_bench_train_2proc_1thread", ">= 1.15", "step_seconds", True),
     ("train tune, time per optimiser step: micro-batch 8 x 4 accumulation / whole batch of 32 (issue target "
-     "<= 1.3)", "test_bench_train_accumulate_8x4", "test_bench_train_1proc_1thread", "<= 1.45", "step_seconds", True),
+     "<= 1.3)", "test_bench_train_accumulate_8x4", "test_bench_train_1proc_1thread", "<= 1.6", "step_seconds", True),
 ]
 
 
