@@ -307,7 +307,7 @@ def test_a_study_run_by_two_processes_equals_the_same_study_in_one(tmp_path):
     """`study plan` shows each variant's split for the world size; `study run` under torchrun tunes every
     variant with DDP (finetune: micro-batch 4 x 2 accumulation steps x 2 processes; prompt: 4 per process)
     and evaluates sharded, in one process group. Dropout is off, so the variants equal one process's within
-    float tolerance, the cards record the split, and the evaluation's numbers are the same."""
+    float tolerance, the cards record the split, and every evaluation number agrees within one sample."""
     from robustbench_ofa.models.checkpoint_io import load_state_file
     from robustbench_ofa.tuning.variant import TENSOR_FILE
 
@@ -331,12 +331,15 @@ def test_a_study_run_by_two_processes_equals_the_same_study_in_one(tmp_path):
         assert tensors[0].keys() == tensors[1].keys() and tensors[0]
         for key in tensors[0]:
             assert torch.allclose(tensors[0][key].float(), tensors[1][key].float(), rtol=1e-4, atol=1e-4), key
-    summaries = [json.loads((tmp_path / n / "evaluate" / "summary.json").read_text()) for n in ("one", "two")]
-    for s in summaries:
-        s.pop("run")
-        for row in s["attacks"]:
-            row.pop("seconds", None)
-    assert summaries[0] == summaries[1]
+    # The variants differ by float summation order (1e-7), so a borderline sample could flip on some CPU:
+    # the same rows, every number within one sample.
+    rows = [{(r["variant"], r["task"], r["attack"], r["eps_label"]): r for r in
+             json.loads((tmp_path / n / "evaluate" / "summary.json").read_text())["attacks"]} for n in ("one", "two")]
+    assert rows[0].keys() == rows[1].keys() and rows[0]
+    for key, a in rows[0].items():
+        b = rows[1][key]
+        assert a["robust_n"] == b["robust_n"] and abs(a["robust_k"] - b["robust_k"]) <= 1, key
+        assert abs(a["clean_acc"] - b["clean_acc"]) <= 1 / a["robust_n"] + 1e-9, key
 
 
 
