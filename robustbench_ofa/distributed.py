@@ -187,12 +187,22 @@ def check_device(device: str) -> None:
         raise RobustOFAError(f"--device: {device!r} is not supported (expected cpu, cuda or cuda:N)")
 
 
-def check_same_weights(dist: Dist, name: str, hashes: dict[str, str] | None) -> None:
-    """Refuse, on every rank and before any work, a model whose weights differ between ranks."""
-    everyone = dist.all_gather(hashes or {})
+def first_mismatch(dist: Dist, digests: dict[str, str]) -> tuple[int, str, str, str] | None:
+    """The first rank, in rank order, whose ``digests`` differ from rank 0's, as (rank, the first differing
+    part, its digest, rank 0's; "none" for a part one side lacks); None when every rank agrees. A
+    collective: every rank calls it, and every rank gets the same answer."""
+    everyone = dist.all_gather(digests)
     for rank, other in enumerate(everyone):
         if other != everyone[0]:
             part = next(k for k in sorted(set(other) | set(everyone[0])) if other.get(k) != everyone[0].get(k))
-            then, now = (str(h.get(part, "none"))[:12] for h in (everyone[0], other))
-            raise RobustOFAError(f"model '{name}': rank {rank} loaded other weights than rank 0 ({part} sha256 "
-                                 f"{now}... vs {then}...); every rank must load the same files")
+            return rank, part, str(other.get(part, "none")), str(everyone[0].get(part, "none"))
+    return None
+
+
+def check_same_weights(dist: Dist, name: str, hashes: dict[str, str] | None) -> None:
+    """Refuse, on every rank and before any work, a model whose weights differ between ranks."""
+    mismatch = first_mismatch(dist, hashes or {})
+    if mismatch is not None:
+        rank, part, now, then = mismatch
+        raise RobustOFAError(f"model '{name}': rank {rank} loaded other weights than rank 0 ({part} sha256 "
+                             f"{now[:12]}... vs {then[:12]}...); every rank must load the same files")

@@ -151,10 +151,7 @@ def _train_config(args: argparse.Namespace, lr: float, default_steps: int) -> An
         values["max_steps"] = default_steps
     values["lr"] = lr
     check_values(TrainConfig, values)
-    config = TrainConfig(**values, bf16=False if args.no_bf16 else None)
-    # a split that does not divide the global batch: refused before anything is loaded or trained
-    StepSplit(config.batch_size, int(os.environ.get("WORLD_SIZE", "1")), config.micro_batch_size)
-    return config
+    return TrainConfig(**values, bf16=False if args.no_bf16 else None)
 
 
 def _scene_fields(card: Any | None = None) -> dict[str, Any]:

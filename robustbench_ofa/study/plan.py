@@ -216,6 +216,7 @@ def _check_tune(argv: list[str]) -> None:
     if len(expand_grid(parse_grid(args.method, cmd._grid_specs(args)))) != 1:
         raise RobustOFAError("a study variant is one training run: give one value per hyper-parameter "
                              "(declare one variant per value)")
+    cmd._check_options(args)  # with the world size of the torchrun job the study runs in, if any
     cmd._train_config(args, method.default_lr, 300)
     _check_data(args.data or ["synthetic:downstream_train"], tasks, "--data")
     if str(args.eval_data).lower() != "none":

@@ -59,9 +59,15 @@ class AdversarialBatch:
     text_queries: int = 0
 
 
+def attacked_count(n: int, ratio: float) -> int:
+    """How many leading rows of a batch of ``n`` the training attack perturbs: ceil(ratio * n), at least one
+    (a split step counts them over its whole global batch, so its micro-batches attack the same rows)."""
+    return max(1, math.ceil(ratio * n)) if n else 0
+
+
 def attacked_rows(n: int, ratio: float) -> torch.Tensor:
-    """The first ceil(ratio * n) rows (batches are shuffled by the data plan, so this is a random share)."""
-    return torch.arange(max(1, math.ceil(ratio * n)) if n else 0)
+    """The first ``attacked_count`` rows (batches are shuffled by the data plan, so this is a random share)."""
+    return torch.arange(attacked_count(n, ratio))
 
 
 def sample_seeds(config: TrainConfig, step: int, batch: TaskBatch, rows: torch.Tensor) -> list[int]:

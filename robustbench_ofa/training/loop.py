@@ -38,7 +38,7 @@ from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.tasks import TASK_REGISTRY
 from robustbench_ofa.tasks.base import Task
 from robustbench_ofa.training import parallel
-from robustbench_ofa.training.adversarial import adversarial_batch, trades_term
+from robustbench_ofa.training.adversarial import adversarial_batch, attacked_count, trades_term
 from robustbench_ofa.training.checkpoint import (
     checkpoint_path,
     load_checkpoint,
@@ -464,7 +464,7 @@ def _micro_step(model: nn.Module, run: Callable, task: Task, batch: Any, config:
     """Forward and backward of one micro-batch (positions ``first``.. of a planned batch of ``n_global``)."""
     robust_scale, adv = 1.0, None
     if config.adv != "none":  # the inner maximisation (eval mode, image gradients only)
-        n_attacked = parallel.attacked_positions(n_global, config.adv_ratio)
+        n_attacked = attacked_count(n_global, config.adv_ratio)
         rows = torch.arange(max(0, min(first + len(batch), n_attacked) - first))
         adv = adversarial_batch(model, task, batch, config, step, rows=rows)
         sums[3] += adv.grad_evals

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustbench_ofa.distributed import SINGLE, Dist
+from robustbench_ofa.distributed import SINGLE, Dist, first_mismatch
 from robustbench_ofa.errors import RobustOFAError
 
 
@@ -118,11 +117,6 @@ def single() -> contextlib.AbstractContextManager[Dist]:
     return job(SINGLE)
 
 
-def is_main() -> bool:
-    """Whether this process writes files and prints (rank 0, or no torchrun)."""
-    return current().is_main
-
-
 def weights_digest(model: nn.Module) -> str:
     """SHA-256 of every parameter and buffer (names, shapes, dtypes, bytes): equal on every rank or the
     ranks would train different models."""
@@ -143,13 +137,12 @@ def check_same_run(dist: Dist, model: nn.Module, key: dict[str, Any]) -> None:
 
     mine = {"weights": weights_digest(model), "data": key["data_sha256"],
             "config": hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()}
-    everyone = dist.all_gather(mine)
-    for rank, other in enumerate(everyone):
-        for part, what in (("weights", "weights"), ("data", "training data"), ("config", "training settings")):
-            if other[part] != everyone[0][part]:
-                raise RobustOFAError(f"train: rank {rank} has other {what} than rank 0 (sha256 {other[part][:12]}... "
-                                     f"vs {everyone[0][part][:12]}...); every rank must load the same model, data "
-                                     f"and options")
+    mismatch = first_mismatch(dist, mine)
+    if mismatch is not None:
+        rank, part, theirs, main = mismatch
+        what = {"weights": "weights", "data": "training data", "config": "training settings"}[part]
+        raise RobustOFAError(f"train: rank {rank} has other {what} than rank 0 (sha256 {theirs[:12]}... vs "
+                             f"{main[:12]}...); every rank must load the same model, data and options")
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -210,9 +203,3 @@ def execution_facts(split: StepSplit, dist: Dist, model: nn.Module, checkpointin
     """A card's ``execution``: how the run was split and executed (never part of its recipe)."""
     return {**split.facts(), "backend": dist.backend, "activation_checkpointing": bool(checkpointing),
             "batchnorm": "per micro-batch" if batchnorm_trains(model) else "frozen"}
-
-
-def attacked_positions(n: int, ratio: float) -> int:
-    """How many leading positions of a global batch of ``n`` the training attack perturbs (as
-    ``adversarial.attacked_rows`` does for one unsplit batch)."""
-    return max(1, math.ceil(ratio * n)) if n else 0
