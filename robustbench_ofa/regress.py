@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binom, norm
 
+from robustbench_ofa import gate_measures
+from robustbench_ofa.bitsets import decode_bits, encode_bits
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.stats import two_proportion_test
 
@@ -56,8 +58,12 @@ from robustbench_ofa.stats import two_proportion_test
 MATCH_KEYS = ("attacks", "tasks", "eps", "eps_l2", "n_samples", "params", "seed", "cascade", "caption_drop",
               "beam")
 FORMAT_V1 = "robust-ofa-baseline/1"
-FORMAT = "robust-ofa-baseline/2"
-FORMATS = (FORMAT_V1, FORMAT)
+FORMAT_V2 = "robust-ofa-baseline/2"
+FORMAT = "robust-ofa-baseline/3"
+FORMATS = (FORMAT_V1, FORMAT_V2, FORMAT)
+#: Formats with per-sample correctness (``samples``); format 3 adds per-attack and transfer numbers, the
+#: per-sample measures and the gated checks (``gate_measures``).
+PER_SAMPLE_FORMATS = (FORMAT_V2, FORMAT)
 #: Default allowance of flips to wrong per fixed-weight number, and over all of them (float noise; README).
 ALLOW_FLIPS = 1
 ALLOW_FLIPS_TOTAL = 3
@@ -71,27 +77,29 @@ POWER = 0.8
 # Per-sample encoding
 
 
-def encode_bits(bits: Sequence[bool]) -> str:
-    """Hex string of a bit vector: digit j holds bits 4j..4j+3, bit 4j as its most significant bit."""
-    digits = []
-    for j in range(0, len(bits), 4):
-        chunk = list(bits[j:j + 4]) + [False] * (4 - len(bits[j:j + 4]))
-        digits.append("0123456789abcdef"[sum(8 >> i for i, b in enumerate(chunk) if b)])
-    return "".join(digits)
-
-
-def decode_bits(text: str, n: int) -> list[bool]:
-    if len(text) != (n + 3) // 4 or any(c not in "0123456789abcdef" for c in text):
-        raise ValueError(f"expected {(n + 3) // 4} lower-case hex digits for {n} samples, got {text!r}")
-    return [bool(int(text[i // 4], 16) & (8 >> (i % 4))) for i in range(n)]
-
-
 def _task_of(key: str) -> str:
     return key.split("|")[1]
 
 
-def _variant_of(key: str) -> str:
-    return key.split("|")[0]
+def _variants_of(key: str) -> list[str]:
+    """The variants a number depends on: one, or a transfer number's source and target (``src>tgt``)."""
+    return key.split("|")[0].split(">")
+
+
+def key_kind(key: str) -> str:
+    """What a number is: ``clean``, ``robust`` (worst case over attacks), ``attack`` (one attack's rows,
+    ``...|attack``; cumulative under the cascade) or ``transfer`` (``src>tgt|task|transfer|eps|attack``)."""
+    parts = key.split("|")
+    if len(parts) == 3:
+        return "clean"
+    if parts[2] == "transfer":
+        return "transfer"
+    return "attack" if len(parts) == 5 else "robust"
+
+
+def _sample_of(key: str, uid: str) -> tuple[str, str]:
+    """The evaluated sample behind a flip: an attack's number and the worst case of its threat share it."""
+    return "|".join(key.split("|")[:4]), uid
 
 
 def per_sample(data: dict) -> dict[str, dict[str, bool]] | None:
@@ -150,16 +158,34 @@ def numbers_from_results(results_dir: str | Path) -> dict:
     if len(res):
         for (variant, task, norm_, label, uid), ok in robust_flags(res).items():
             flags.setdefault(f"{variant}|{task}|{norm_}|{label}", {})[str(uid)] = bool(ok)
+        # Each attack's own rows, when a threat has more than one: the worst case hides an attack that got
+        # weaker where another fools the same samples (under the cascade a row counts what this attack and
+        # those before it fooled, as in the report's attack table).
+        for (variant, task, norm_, label), g in res.groupby(["variant", "task", "norm", "eps_label"], sort=True):
+            if g.attack.nunique() > 1:
+                for r in g.itertuples():
+                    flags.setdefault(f"{variant}|{task}|{norm_}|{label}|{r.attack}", {})[str(r.uid)] = \
+                        bool(r.adv_correct)
+    transfer = store.frame("transfer")
+    if len(transfer):  # the transfer matrix's cells: right on the image crafted on the source (and on the clean one,
+        # so every cell covers the same samples whatever the target's weights: its first ``transfer_samples``)
+        for r in transfer.itertuples():
+            flags.setdefault(f"{r.source}>{r.target}|{r.task}|transfer|{r.eps_label}|{r.attack}", {})[str(r.uid)] = \
+                bool(r.target_clean_correct and r.adv_correct)
     numbers = {k: [sum(d.values()), len(d)] for k, d in sorted(flags.items())}
     provenance = store.get_meta("run", {})
     weights = {name: info.get("sha256") for name, info in sorted(provenance.get("variants", {}).items())
                if info.get("sha256")}
+    samples = encode_samples(flags)
     return {"format": FORMAT, "settings": store.settings(), "provenance": provenance, "weights": weights,
-            "numbers": numbers, "samples": encode_samples(flags)}
+            "numbers": numbers, "samples": samples,
+            "measures": gate_measures.measures_from_rows(res, samples["uids"]),
+            "checks": gate_measures.checks_from_rows(store.frame("checks"))}
 
 
-def write_baseline(results_dir: str | Path, out: str | Path) -> Path:
-    data = numbers_from_results(results_dir)
+def write_baseline(results_dir: str | Path, out: str | Path, data: dict | None = None) -> Path:
+    """Write a run's numbers (``data``, if already read from ``results_dir``) as a baseline, atomically."""
+    data = numbers_from_results(results_dir) if data is None else data
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -180,7 +206,7 @@ def read_baseline(path: str | Path) -> dict:
     for key in ("settings", "numbers"):
         if not isinstance(data.get(key), dict):
             raise RobustOFAError(f"{path}: field '{key}' is missing or not an object")
-    if data["format"] == FORMAT:
+    if data["format"] in PER_SAMPLE_FORMATS:
         samples = data.get("samples")
         if not isinstance(samples, dict) or not isinstance(samples.get("uids"), dict) \
                 or not isinstance(samples.get("correct"), dict):
@@ -193,7 +219,53 @@ def read_baseline(path: str | Path) -> dict:
             d = flags.get(key)
             if d is None or (sum(d.values()), len(d)) != (k, n):
                 raise RobustOFAError(f"{path}: field 'samples': '{key}' does not match its count {k}/{n}")
+    if data["format"] == FORMAT:
+        for name in ("measures", "checks"):
+            if not isinstance(data.setdefault(name, {}), dict):
+                raise RobustOFAError(f"{path}: field '{name}' must be an object")
+        for key, entry in data["measures"].items():
+            order = data["samples"]["uids"].get(_task_of(key)) if key.count("|") == 4 else None
+            try:
+                if order is None:
+                    raise ValueError("expected variant|task|norm|eps|attack of an evaluated task")
+                gate_measures.decode(entry, order)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise RobustOFAError(f"{path}: field 'measures': '{key}': {exc}") from None
     return data
+
+
+def align(baseline: dict, run: dict) -> tuple[dict, list[str]]:
+    """The run as an older baseline recorded it: a format-2 baseline has no per-attack or transfer numbers,
+    measures or checks, so those are left out of the comparison, and said so (a note per gate)."""
+    if baseline.get("format") == FORMAT:
+        return run, []
+    original = run
+    dropped = [k for k in run["numbers"] if key_kind(k) in ("attack", "transfer")]
+    run = {**run, "numbers": {k: v for k, v in run["numbers"].items() if k not in dropped},
+           "measures": {}, "checks": {}}
+    if run.get("samples"):
+        run["samples"] = {**run["samples"], "correct": {k: v for k, v in run["samples"]["correct"].items()
+                                                        if k not in dropped},
+                          "present": {k: v for k, v in run["samples"].get("present", {}).items() if k not in dropped}}
+    # said only where it loses something: numbers, or the measures of variants on the baseline's weights
+    fixed = any(_same_weights(baseline, original, k) for k in original.get("measures") or {})
+    if baseline.get("format") == FORMAT_V1 or not (dropped or fixed):
+        return run, []
+    return run, [f"baseline format {baseline.get('format')}: per-attack and transfer numbers, per-sample measures "
+                 "and checks are not in it, so not gated (`regress --update` records them)"]
+
+
+def require_same_weights(baseline: dict, run: dict, source: str) -> None:
+    """Fail when a variant's weights differ from the baseline's: a gate meant for fixed weights (the code
+    gate) would otherwise fall back to the paired test of retrained weights, which needs far larger changes."""
+    if per_sample(baseline) is None:
+        raise RobustOFAError(f"{source}: --require-same-weights needs a baseline with per-sample data (format 2+)")
+    base_w, run_w = baseline.get("weights") or {}, run.get("weights") or {}
+    for name in sorted(set(base_w) | set(run_w)):
+        if not base_w.get(name) or base_w.get(name) != run_w.get(name):
+            raise RobustOFAError(
+                f"{source}: weights of '{name}' are not the baseline's (SHA-256 differs or is missing): this gate "
+                "compares fixed weights; if the models were rebuilt on purpose, refresh the baseline with --update")
 
 
 def check_comparable(baseline: dict, run: dict, source: str) -> None:
@@ -310,16 +382,22 @@ class Gate:
     allow_flips_total: int
     notes: list[str] = field(default_factory=list)
     aggregate_tolerance: float | None = None
+    #: Fixed-weight variants only: per-sample measures of every attack and the gated checks (``gate_measures``).
+    measures: list[gate_measures.MeasureRow] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
-        return any(r.status in FAILING for r in self.rows) or any(a.status in FAILING for a in self.aggregates)
+        return any(r.status in FAILING for r in (*self.rows, *self.aggregates, *self.measures))
 
 
-def _same_weights(baseline: dict, run: dict, variant: str) -> bool:
-    a = (baseline.get("weights") or {}).get(variant)
-    b = (run.get("weights") or {}).get(variant)
-    return bool(a) and a == b
+def _same_weights(baseline: dict, run: dict, key: str) -> bool:
+    """Whether every variant number ``key`` depends on has the baseline's weights."""
+    for variant in _variants_of(key):
+        a = (baseline.get("weights") or {}).get(variant)
+        b = (run.get("weights") or {}).get(variant)
+        if not a or a != b:
+            return False
+    return True
 
 
 def _aggregate_allowance(tolerance: float | None, aggregate_tolerance: float | None) -> float:
@@ -332,13 +410,16 @@ def gate(baseline: dict, run: dict, alpha: float = 0.05, tolerance: float | None
          aggregate_tolerance: float | None = None) -> Gate:
     """Compare every number of ``run`` with ``baseline`` by the test that fits what changed (module doc).
 
-    ``aggregate_tolerance`` (default: ``tolerance``): the mean drop over the paired numbers the aggregate
-    test must also exceed; a recipe's run-to-run variance is far smaller in the mean than per number."""
+    ``tolerance`` applies where weights differ (paired and count rows): on the baseline's weights a sample
+    that turned wrong is a change of behaviour however small the drop, so fixed rows ignore it and fail on
+    more than ``allow_flips`` flips alone. ``aggregate_tolerance`` (default: ``tolerance``): the mean drop
+    over the paired numbers the aggregate test must also exceed; a recipe's run-to-run variance is far
+    smaller in the mean than per number."""
+    run, notes = align(baseline, run)
     fa, fb = per_sample(baseline), per_sample(run)
     tol = tolerance or 0.0
     agg_tol = _aggregate_allowance(tolerance, aggregate_tolerance)
     rows: list[Comparison] = []
-    notes: list[str] = []
     if fa is None or fb is None:
         notes.append("count-only baseline (no per-sample data): two-proportion test, far less power than the "
                      "paired gate; refresh it with `robust-ofa regress --update` to get per-sample gating")
@@ -355,14 +436,15 @@ def gate(baseline: dict, run: dict, alpha: float = 0.05, tolerance: float | None
                 changed = p < alpha
             status = "ok" if not changed else ("REGRESSION" if delta < 0 else "improvement")
             rows.append(Comparison(key, bk, bn, nk, nn, p, status,
-                                   same_weights=_same_weights(baseline, run, _variant_of(key))))
-        return Gate(rows, [], alpha, tolerance, allow_flips, allow_flips_total, notes)
+                                   same_weights=_same_weights(baseline, run, key)))
+        return Gate(rows, [], alpha, tolerance, allow_flips, allow_flips_total, notes,
+                    aggregate_tolerance=aggregate_tolerance)
 
     for key in sorted(baseline["numbers"]):
         a, b = fa[key], fb[key]
         lost = sorted(u for u in a if a[u] and not b[u])
         gained = sorted(u for u in a if b[u] and not a[u])
-        same = _same_weights(baseline, run, _variant_of(key))
+        same = _same_weights(baseline, run, key)
         rows.append(Comparison(key, sum(a.values()), len(a), sum(b.values()), len(b),
                                mcnemar_lower(len(lost), len(gained)), "ok", "fixed" if same else "paired",
                                len(lost), len(gained), lost_uids=lost, gained_uids=gained, same_weights=same))
@@ -374,7 +456,7 @@ def gate(baseline: dict, run: dict, alpha: float = 0.05, tolerance: float | None
         if exact:
             bad, good = r.lost > 0, r.gained > 0
         elif r.mode == "fixed":
-            bad, good = r.lost > allow_flips and beyond, r.gained > allow_flips and r.delta > tol + 1e-12
+            bad, good = r.lost > allow_flips, r.gained > allow_flips
         else:
             bad = r.p_adjusted < alpha / 2 and beyond
             good = holm_improvement(r, paired) < alpha / 2 and r.delta > tol + 1e-12
@@ -384,13 +466,22 @@ def gate(baseline: dict, run: dict, alpha: float = 0.05, tolerance: float | None
         r.status = "REGRESSION" if bad else (rose if good else "ok")
     aggregates = []
     fixed = [r for r in rows if r.mode == "fixed"]
+    limit = 0 if exact else allow_flips_total
     if fixed:
-        lost, gained = sum(r.lost for r in fixed), sum(r.gained for r in fixed)
-        limit = 0 if exact else allow_flips_total
+        # distinct samples: a sample that turned wrong under FGSM turns wrong in the worst case too
+        lost = len({_sample_of(r.key, u) for r in fixed for u in r.lost_uids})
+        gained = len({_sample_of(r.key, u) for r in fixed for u in r.gained_uids})
         aggregates.append(Aggregate("fixed", len(fixed), lost, gained, None,
                                     "REGRESSION" if lost > limit else ("CHANGED" if gained > limit else "ok"),
-                                    f"same weights: at most {limit} flips to wrong, and {limit} to right, over all "
-                                    "these numbers"))
+                                    f"same weights: at most {limit} samples turned wrong, and {limit} turned right, "
+                                    "over all these numbers"))
+    measures = _fixed_measures(baseline, run, allow_flips=0 if exact else allow_flips)
+    moved = [r for r in measures if r.kind == "measure"]
+    if moved:
+        n_moved = len({_sample_of(r.key, u) for r in moved for u, _ in r.details})
+        aggregates.append(Aggregate("measures", len(moved), n_moved, 0, None, "CHANGED" if n_moved > limit else "ok",
+                                    f"same weights: at most {limit} attacked samples whose gradient evaluations, "
+                                    "queries or norms moved, over all attacks"))
     if paired:
         net = _net_per_sample(paired)
         p = sign_flip_lower(net.values())
@@ -403,7 +494,29 @@ def gate(baseline: dict, run: dict, alpha: float = 0.05, tolerance: float | None
                                     f"sign-flip test on per-sample net changes, one-sided at alpha/2 = {alpha / 2:g}"
                                     + (f", mean drop > {agg_tol:g}" if agg_tol else "")))
     return Gate(rows, aggregates, alpha, tolerance, allow_flips, allow_flips_total, notes,
-                aggregate_tolerance=aggregate_tolerance)
+                aggregate_tolerance=aggregate_tolerance, measures=measures)
+
+
+def _fixed_measures(baseline: dict, run: dict, allow_flips: int) -> list[gate_measures.MeasureRow]:
+    """Measures and checks of the variants with the baseline's weights (retrained weights attack along other
+    trajectories, so only their numbers are compared)."""
+    if baseline.get("format") != FORMAT or "samples" not in run:
+        return []
+    uids = baseline["samples"]["uids"]
+    bm, rm = baseline.get("measures", {}), run.get("measures", {})
+    keys = sorted(k for k in set(bm) | set(rm) if _same_weights(baseline, run, k) and _task_of(k) in uids)
+    base = {k: bm.get(k) or _empty_entry(uids[_task_of(k)]) for k in keys}
+    new = {k: rm.get(k) or _empty_entry(uids[_task_of(k)]) for k in keys}
+    rows = gate_measures.compare_measures(base, new, uids, keys, allow_flips)
+    bc, rc = baseline.get("checks", {}), run.get("checks", {})
+    check_keys = [k for k in sorted(set(bc) | set(rc)) if _same_weights(baseline, run, k)]
+    return rows + gate_measures.compare_checks(bc, rc, check_keys, allow_flips)
+
+
+def _empty_entry(order: Sequence[str]) -> dict:
+    """A measured key no sample of which was attacked (e.g. every sample fooled earlier in the cascade)."""
+    return {"present": encode_bits([False] * len(order)),
+            **{name: [] for name in (*gate_measures.INT_MEASURES, *gate_measures.FLOAT_MEASURES)}}
 
 
 def holm_improvement(row: Comparison, paired: list[Comparison]) -> float:
@@ -428,6 +541,53 @@ def compare(baseline: dict, run: dict, alpha: float = 0.05, tolerance: float | N
             exact: bool = False, **kw) -> list[Comparison]:
     """The per-number rows of :func:`gate`."""
     return gate(baseline, run, alpha, tolerance, exact, **kw).rows
+
+
+def describe_update(old: dict, new: dict) -> list[str]:
+    """What a refreshed baseline changes against the one it replaces: settings, weights, numbers added or
+    removed, every number whose samples changed (exact comparison) and every measure that moved, so that
+    ``regress --update`` never rewrites a baseline silently."""
+    out = []
+    for key in sorted(set(old.get("settings", {})) | set(new.get("settings", {}))):
+        a, b = old.get("settings", {}).get(key), new.get("settings", {}).get(key)
+        if a != b:
+            out.append(f"setting {key}: {a!r} -> {b!r}")
+    for name in sorted(set(old.get("weights") or {}) | set(new.get("weights") or {})):
+        a, b = (old.get("weights") or {}).get(name), (new.get("weights") or {}).get(name)
+        if a != b:
+            out.append(f"weights of {name}: {'new' if not a else 'removed' if not b else 'changed'}")
+    if old.get("format") != new.get("format"):
+        out.append(f"format: {old.get('format')} -> {new.get('format')}")
+    added = sorted(set(new["numbers"]) - set(old["numbers"]))
+    removed = sorted(set(old["numbers"]) - set(new["numbers"]))
+    if added:
+        out.append(f"{len(added)} number(s) added, e.g. {added[0]}")
+    if removed:
+        out.append(f"{len(removed)} number(s) removed, e.g. {removed[0]}")
+    common = sorted(set(old["numbers"]) & set(new["numbers"]))
+    fa, fb = per_sample(old), per_sample(new)
+    for key in common:
+        (bk, bn), (nk, nn) = old["numbers"][key], new["numbers"][key]
+        if fa is not None and fb is not None and set(fa[key]) == set(fb[key]):
+            lost = sum(1 for u in fa[key] if fa[key][u] and not fb[key][u])
+            gained = sum(1 for u in fa[key] if fb[key][u] and not fa[key][u])
+            if lost or gained:
+                out.append(f"{key}: {bk}/{bn} -> {nk}/{nn} ({lost} sample(s) turned wrong, {gained} right)")
+        elif (bk, bn) != (nk, nn) or fa is None or fb is None:
+            if (bk, bn) != (nk, nn):
+                out.append(f"{key}: {bk}/{bn} -> {nk}/{nn}")
+    if old.get("format") == FORMAT and old["samples"]["uids"] == new["samples"]["uids"]:
+        uids = new["samples"]["uids"]
+        keys = sorted(set(old.get("measures", {})) & set(new.get("measures", {})))
+        for r in gate_measures.compare_measures(old["measures"], new["measures"], uids, keys, 0):
+            if r.moved:
+                out.append(f"{r.key}: {r.moved} of {r.compared} attacked sample(s) moved, e.g. "
+                           f"{r.details[0][0]}: {r.details[0][1]}")
+        for r in gate_measures.compare_checks(old.get("checks", {}), new.get("checks", {}),
+                                              sorted(set(old.get("checks", {})) & set(new.get("checks", {}))), 0):
+            if r.moved:
+                out.append(f"{r.key}: {r.details[0][1]}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -576,7 +736,6 @@ def power_table(g: Gate, discordance: float | None = None) -> list[PowerLine]:
     paired = [r for r in g.rows if r.mode == "paired"]
     r_bg = observed_discordance(paired) if discordance is None else discordance
     thr = g.alpha / 2 / max(1, len(paired))  # Holm's first step: one regressed number among m
-    tol = g.tolerance or 0.0
     agg_tol = _aggregate_allowance(g.tolerance, g.aggregate_tolerance)
     for r in g.rows:
         acc = r.base_k / r.base_n
@@ -587,7 +746,7 @@ def power_table(g: Gate, discordance: float | None = None) -> list[PowerLine]:
             drop = count_drop(r.base_k, r.base_n, r.new_n, g.alpha, g.tolerance, discordance)
             note = "two-proportion test"
         elif r.mode == "fixed":
-            drop = max((g.allow_flips + 1) / r.base_n, tol + 1 / r.base_n) if acc > 0 else None
+            drop = (g.allow_flips + 1) / r.base_n if acc > 0 else None
             drop = drop if drop is not None and drop <= acc else None
             note = f"same weights: {g.allow_flips + 1}+ flips to wrong always fail"
         else:
@@ -648,12 +807,34 @@ def format_comparisons(rows: list[Comparison] | Gate) -> str:
                      f"{r.new_k:>4}/{r.new_n:<4}{_pct(r.new_k, r.new_n)} {100 * r.delta:+7.1f} {lost:>5} "
                      f"{gained:>5} {r.mode:>6} {p:>8} {padj:>8}  {r.status}")
     if g:
+        lines += format_measures(g.measures)
         for a in g.aggregates:
             p = "" if a.p_value is None else f", p = {a.p_value:.3g}"
+            if a.mode == "measures":
+                lines.append(f"aggregate (measures, {a.numbers} attacks): {a.lost} sample(s) moved [{a.rule}]  "
+                             f"{a.status}")
+                continue
             lines.append(f"aggregate ({a.mode}, {a.numbers} numbers): {a.lost} lost, {a.gained} gained{p} "
                          f"[{a.rule}]  {a.status}")
         lines += [f"note: {n}" for n in g.notes]
     return "\n".join(lines)
+
+
+def format_measures(rows: Sequence[gate_measures.MeasureRow]) -> list[str]:
+    """One summary line for the measures and checks compared, then every one that moved."""
+    if not rows:
+        return []
+    n_measures = sum(r.kind == "measure" for r in rows)
+    n_checks = len(rows) - n_measures
+    moved = [r for r in rows if r.moved]
+    out = [f"same weights: {n_measures} attacks' per-sample gradient evaluations, queries and norms (norms within "
+           f"{gate_measures.NORM_RTOL:g} relative) and {n_checks} large-eps check(s) compared: "
+           f"{len(moved)} moved"]
+    for r in moved:
+        first = "; ".join(f"{u}: {why}" if u else why for u, why in r.details[:3])
+        more = f"; ... {r.moved - 3} more" if r.moved > 3 else ""
+        out.append(f"  {r.key:44} {r.moved} of {r.compared} moved ({first}{more})  {r.status}")
+    return out
 
 
 def format_power(lines: list[PowerLine], power: float = POWER) -> str:
@@ -679,8 +860,10 @@ def gate_record(g: Gate, power: list[PowerLine], baseline: str, settings: dict) 
              "status": a.status, "rule": a.rule} for a in g.aggregates]
     pw = [{"key": p.key, "mode": p.mode, "n": p.n, "base_acc": p.base_acc, "drop": p.drop, "note": p.note}
           for p in power]
+    measures = [{"key": m.key, "kind": m.kind, "compared": m.compared, "moved": m.moved, "status": m.status,
+                 "details": [list(d) for d in m.details]} for m in g.measures]
     return {"baseline": baseline, "settings": settings, "failed": g.failed, "rows": rows, "aggregates": aggs,
-            "power": pw, "power_target": POWER, "notes": list(g.notes)}
+            "measures": measures, "power": pw, "power_target": POWER, "notes": list(g.notes)}
 
 
 def write_record(results_dir: str | Path, record: dict) -> Path:
@@ -702,12 +885,21 @@ def explain(results_dir: str | Path, g: Gate, limit: int = 20) -> str:
     bad = [r for r in g.rows if r.status in FAILING]
     if not bad and any(a.status in FAILING for a in g.aggregates):
         bad = [r for r in g.rows if r.lost or r.gained]
+    for m in g.measures:
+        if m.status in FAILING or (m.moved and any(a.mode == "measures" and a.status in FAILING
+                                                   for a in g.aggregates)):
+            out.append(f"{m.key}: {m.moved} of {m.compared} attacked sample(s) moved on the same weights")
+            out += [f"  ~ {u}: {why}" if u else f"  ~ {why}" for u, why in m.details[:limit]]
+            if m.moved > limit:
+                out.append(f"  ... and {m.moved - limit} more")
     for r in bad:
         if r.lost is None:
             out.append(f"{r.key}: count-only baseline, no per-sample data to explain")
             continue
         variant, task, *threat = r.key.split("|")
         threat = [] if threat == ["clean"] else threat
+        if key_kind(r.key) == "transfer":  # the target's clean output; the transferred image is not stored
+            variant, threat = variant.split(">")[-1], []
         out.append(f"{r.key}: {r.lost} sample(s) turned wrong, {r.gained} turned right")
         for sign, uids in (("-", r.lost_uids), ("+", r.gained_uids if r.status == "CHANGED" else [])):
             for uid in uids[:limit]:
@@ -717,6 +909,8 @@ def explain(results_dir: str | Path, g: Gate, limit: int = 20) -> str:
                 if threat:
                     rr = res[(res.variant == variant) & (res.task == task) & (res.norm == threat[0])
                              & (res.eps_label == threat[1]) & (res.uid == uid)]
+                    if len(threat) > 2:  # one attack's number
+                        rr = rr[rr.attack == threat[2]]
                     fooled = rr[rr.adv_correct == 0]
                     row = fooled.iloc[0] if len(fooled) else (rr.iloc[0] if len(rr) else None)
                     if row is not None:

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=--benchmark-skip",
-           "-m", "kernels and not slow", *(argv if argv is not None else sys.argv[1:])]
+           "-m", "kernels", *(argv if argv is not None else sys.argv[1:])]
     print("+ " + " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items()) + " " + " ".join(cmd[2:]), flush=True)
     return subprocess.call(cmd, env=env, cwd=ROOT)
 

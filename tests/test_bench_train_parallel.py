@@ -6,10 +6,10 @@ base on VE, global batch 32, 1 thread per process.
   * ``test_bench_train_2proc_1thread``: ``torchrun --nproc-per-node 2``, 16 samples per process;
   * ``test_bench_train_accumulate_8x4``: one process, micro-batch 8 x 4 accumulation steps.
 
-``extra_info`` holds the training phase alone: ``step_seconds``, the time per optimiser step over steps
-31-150 from the run's own ``metrics.jsonl`` (the first 30, with warm-up, left out), and its samples/s.
-``scripts/bench_ratios.py`` prints the ratios of both the whole command and the phase, and fails CI when
-the phase's ratios miss their gates (see ``bench_ratios.PHASE_RATIOS``). Uses the embedded zoo under ``$ROBUST_OFA_HOME``
+``extra_info`` holds the training phase alone: ``step_seconds``, per run the time per optimiser step over
+steps 31-150 from the run's own ``metrics.jsonl`` (the first 30, with warm-up, left out), and samples/s.
+``scripts/bench_ratios.py`` fails CI when the phase's ratios (medians of 3 runs) miss their gates in
+``tests/speed_targets.toml``. Uses the embedded zoo under ``$ROBUST_OFA_HOME``
 (built first if missing, ~8 min; CI builds it in its end-to-end step before the benchmarks).
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -29,6 +30,8 @@ STEPS = 150
 #: Logged every this many steps: the training phase is timed from the first record to the last, so the
 #: first window (warm-up: the first forward passes allocate and pick kernels) is left out.
 WINDOW = 30
+#: Runs per configuration: a gated ratio is the median of at least 3 (one slow run must not decide it).
+ROUNDS = 3
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,14 +57,17 @@ def _timed(benchmark, tmp_path, nproc: int, micro: int | None = None) -> None:
         assert proc.returncode == 0, proc.stderr[-2000:]
 
     benchmark.group = GROUP
-    benchmark.pedantic(once, rounds=1, warmup_rounds=0)
-    card = json.loads((outs[-1] / "card.json").read_text())
-    records = [json.loads(line) for line in (outs[-1] / "metrics.jsonl").read_text().splitlines()]
-    first, last = records[0], records[-1]
-    assert card["execution"]["world_size"] == nproc and (first["step"], last["step"]) == (WINDOW, STEPS)
-    seconds = last["elapsed_s"] - first["elapsed_s"]
-    benchmark.extra_info.update(step_seconds=round(seconds / (STEPS - WINDOW), 5),
-                                samples_per_s=round(32 * (STEPS - WINDOW) / seconds, 1), **card["execution"])
+    benchmark.pedantic(once, rounds=ROUNDS, warmup_rounds=0)
+    steps = []
+    for out in outs:
+        card = json.loads((out / "card.json").read_text())
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        first, last = records[0], records[-1]
+        assert card["execution"]["world_size"] == nproc and (first["step"], last["step"]) == (WINDOW, STEPS)
+        steps.append(round((last["elapsed_s"] - first["elapsed_s"]) / (STEPS - WINDOW), 5))
+    # one value per round: bench_ratios gates the median of the rounds (tests/speed_targets.toml)
+    benchmark.extra_info.update(step_seconds=steps, samples_per_s=round(32 / statistics.median(steps), 1),
+                                **card["execution"])
 
 
 def test_bench_train_1proc_1thread(benchmark, tmp_path):

@@ -42,7 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="report formats to re-render with the regression section (default: those already in "
                         "the results directory; '' for none)")
     p.add_argument("--update", action="store_true",
-                   help="deliberately refresh: write the run's numbers as the new baseline and exit")
+                   help="deliberately refresh: print what changes against the current baseline (if any), write "
+                        "the run's numbers as the new baseline and exit")
+    p.add_argument("--require-same-weights", action="store_true",
+                   help="fail (exit 1) unless every variant's weights are the baseline's: a gate of the "
+                        "evaluation code on fixed weights must not fall back to the paired test silently")
     p.set_defaults(handler=run)
 
 
@@ -50,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from robustbench_ofa import regress
 
     if args.update:
-        path = regress.write_baseline(args.results, args.baseline)
-        print(f"baseline written: {path}")
-        return 0
+        return _update(args.results, args.baseline)
     if not 0 < args.alpha < 1:
         raise RobustOFAError(f"--alpha: expected a value in (0, 1), got {args.alpha}")
     for flag, value in (("--tolerance", args.tolerance), ("--aggregate-tolerance", args.aggregate_tolerance)):
@@ -63,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
             raise RobustOFAError(f"{flag}: expected a count >= 0, got {value}")
     baseline = regress.read_baseline(args.baseline)
     current = regress.numbers_from_results(args.results)
-    regress.check_comparable(baseline, current, args.baseline)
+    if args.require_same_weights:
+        regress.require_same_weights(baseline, current, args.baseline)
+    regress.check_comparable(baseline, regress.align(baseline, current)[0], args.baseline)
     g = regress.gate(baseline, current, args.alpha, args.tolerance, args.exact, allow_flips=args.allow_flips,
                      allow_flips_total=args.allow_flips_total, aggregate_tolerance=args.aggregate_tolerance)
     power = regress.power_table(g)
@@ -90,6 +94,31 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{len(g.rows)} numbers compared ({mode}; alpha {args.alpha}): {len(bad)} failure(s) (regressions, "
           f"or numbers that rose on the same weights), {len(better)} improvement(s)")
     return 1 if bad else 0
+
+
+def _update(results: str, baseline: str) -> int:
+    """Write the run as the new baseline, after printing what that changes against the old one."""
+    from pathlib import Path
+
+    from robustbench_ofa import regress
+
+    new = regress.numbers_from_results(results)
+    if Path(baseline).exists():
+        try:
+            old = regress.read_baseline(baseline)
+        except RobustOFAError as exc:
+            print(f"replacing an unreadable baseline ({exc})")
+        else:
+            changes = regress.describe_update(old, new)
+            print(f"changes against the current baseline {baseline}:" if changes
+                  else f"no change against the current baseline {baseline}")
+            for line in changes:
+                print(f"  {line}")
+    else:
+        print(f"no baseline at {baseline} yet")
+    path = regress.write_baseline(results, baseline, data=new)
+    print(f"baseline written: {path}")
+    return 0
 
 
 def _rerender(results: str, formats: str | None) -> None:

@@ -138,7 +138,10 @@ def train_evaluate_save(
     if method is not None and base_dir is None:
         raise ValueError("train_evaluate_save: a tuned variant needs its base_dir")
     t0 = time.perf_counter() if started is None else started
-    result = train(model, tasks, train_data, config, out_dir=work, progress=progress, desc=desc, resume=resume)
+    # ``eval_every``: the trainer evaluates during the run too (its records go to metrics.jsonl); without it
+    # the one evaluation is the final one below, so the trainer gets no eval data (nothing evaluated twice)
+    result = train(model, tasks, train_data, config, out_dir=work, progress=progress, desc=desc, resume=resume,
+                   eval_data=eval_data if config.eval_every else None)
     dist = current()  # under torchrun rank 0 evaluates and writes (an error there stops every rank) ...
     saved = dist.raise_together(lambda: _evaluate_save(
         model, tasks, train_data, config, info, out, result, eval_data=eval_data, eval_batch_size=eval_batch_size,
@@ -157,8 +160,11 @@ def _evaluate_save(model: nn.Module, tasks: Mapping[str, Task], train_data: Mapp
                    t0: float) -> PipelineResult:
     """``train_evaluate_save`` after training: the clean evaluation, the model and its card."""
     method = getattr(model, "tuning_method", None)
-    clean = (evaluate_tasks(model, tasks, eval_data, eval_batch_size or config.eval_batch_size)
-             if eval_data else {})
+    batch = eval_batch_size or config.eval_batch_size
+    if eval_data and result.metrics and batch == config.eval_batch_size:
+        clean = result.metrics  # the trainer's evaluation at the last step (``eval_every``): the same call
+    else:
+        clean = evaluate_tasks(model, tasks, eval_data, batch) if eval_data else {}
     target = fresh_stage(out) if atomic else out
     target.mkdir(parents=True, exist_ok=True)
     notes = info.notes(result) if callable(info.notes) else info.notes
