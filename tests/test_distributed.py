@@ -9,6 +9,7 @@ that depends on which batch or rank a sample landed in would show here even wher
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -192,18 +193,6 @@ def test_batch_size_does_not_change_the_numbers(entry, home, reference, tmp_path
     assert _close(_numbers(out), _numbers(reference), rel=1e-3)
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
-
-
 def _result_rows(out: Path) -> int:
     try:
         db = sqlite3.connect(f"file:{out / 'results.sqlite'}?mode=ro", uri=True, timeout=1)
@@ -214,26 +203,73 @@ def _result_rows(out: Path) -> int:
         return 0
 
 
+#: ``ENTRY`` whose rank 1 stops for good once its replica of the store holds ``PAUSE_AT_ROWS`` result rows,
+#: after writing "pid rows" to ``PAUSE_MARKER``: the test kills it there, mid-run, on a machine of any speed.
+PAUSING_ENTRY = """
+import os, time
+from pathlib import Path
+from robustbench_ofa.evaluation.store import ResultsStore
+_add = ResultsStore.add_results
+def _add_then_pause(self, rows, examples=()):
+    _add(self, rows, examples)
+    n = self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    if os.environ["RANK"] == "1" and n >= int(os.environ["PAUSE_AT_ROWS"]):
+        marker = Path(os.environ["PAUSE_MARKER"])
+        marker.with_suffix(".tmp").write_text(f"{os.getpid()} {n}")
+        marker.with_suffix(".tmp").rename(marker)
+        while True:
+            time.sleep(60)
+ResultsStore.add_results = _add_then_pause
+""" + ENTRY
+
+
+def _wait_for(what, job: subprocess.Popen, log: Path, hung_after: float = 900.0) -> None:
+    """Until ``what()`` holds, while the job runs: an event, not a time (the job cannot finish without it;
+    ``hung_after`` seconds only guard against a job that neither gets there nor ends)."""
+    give_up = time.monotonic() + hung_after
+    while not what():
+        assert job.poll() is None, log.read_text()[-2000:]
+        assert time.monotonic() < give_up, "the job hung: " + log.read_text()[-2000:]
+        time.sleep(0.05)
+
+
 def test_killed_rank_then_one_process_resumes_to_the_same_rows(entry, home, reference, tmp_path):
-    out = tmp_path / "killed"
+    """A rank killed mid-run: rank 1 pauses once 20 rows are stored (``PAUSING_ENTRY``) and is killed there,
+    after rank 0's file holds the same rows (rank 0 writes them before its next collective, where it then
+    waits for rank 1). Before, the test polled the file for 20 rows and killed a worker, racing the job's end."""
+    out, marker, log = tmp_path / "killed", tmp_path / "paused", tmp_path / "job.log"
+    pausing = tmp_path / "pausing_cli.py"
+    pausing.write_text(PAUSING_ENTRY)
     total = len(_rows(reference)["results"])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(entry),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(pausing),
            *_args(home, out)]
-    job = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 300
-        while _result_rows(out) < 20 and job.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        workers = _children(job.pid)
-        assert job.poll() is None and workers, "the job ended before a rank could be killed"
-        os.kill(workers[-1], signal.SIGKILL)
-        job.wait(timeout=300)
-    finally:
-        if job.poll() is None:
-            job.kill()
+    env = {**_env(), "PAUSE_AT_ROWS": "20", "PAUSE_MARKER": str(marker)}
+    with log.open("w") as err:
+        job = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        killed = False
+        try:
+            _wait_for(marker.exists, job, log)
+            pid, seen = map(int, marker.read_text().split())
+            _wait_for(lambda: _result_rows(out) >= seen, job, log)
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+            job.wait(timeout=300)
+        finally:  # on a failure, no rank is left behind (the paused one would wait for ever)
+            if job.poll() is None:
+                job.terminate()  # torchrun stops its workers
+                try:
+                    job.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    job.kill()
+                    job.wait()
+            if marker.exists() and not killed:
+                paused = int(marker.read_text().split()[0])
+                with contextlib.suppress(OSError):  # only if it is still the paused rank
+                    if str(pausing) in Path(f"/proc/{paused}/cmdline").read_text():
+                        os.kill(paused, signal.SIGKILL)
     assert job.returncode != 0  # torchrun ends the job when a rank dies
     partial = _result_rows(out)
-    assert 0 < partial < total
+    assert 20 <= seen <= partial < total
     proc = _run(entry, _args(home, out))  # one process picks up what the two left
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _rows(out) == _rows(reference)  # nothing lost, nothing duplicated (same count, same rows)
@@ -337,34 +373,54 @@ def test_rows_are_gathered_every_few_rounds_in_single_process_batch_order():
     assert all(flush for *_, flush in single._buffered_rounds(items))
 
 
+#: Two ranks on the job's own clock: ``Dist`` reads the time as the number of ticks rank 1 has made (the size
+#: of a shared file). Rank 1 waits until rank 0 has read its clock at its first collective (rank 0 then marks
+#: it), ticks LATE times and joins: rank 1 is LATE late, counted in events, not seconds.
 CLOCK = """
 import json, sys, time
 from pathlib import Path
+import robustbench_ofa.distributed as process_group
 from robustbench_ofa.evaluation.distributed import distributed_info, from_env
+LATE = int(sys.argv[1])
+ticks, arrived, out = Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 dist, _ = from_env("cpu")
+
+class JobClock:
+    reads = 0
+
+    def perf_counter(self) -> float:
+        now = float(ticks.stat().st_size) if ticks.exists() else 0.0
+        JobClock.reads += 1
+        if dist.rank == 0 and JobClock.reads == 1:
+            arrived.touch()  # after reading: rank 0 is at the collective, at tick 0
+        return now
+
+process_group.time = JobClock()
 if dist.rank == 1:
-    time.sleep(float(sys.argv[1]))  # rank 1 arrives late: rank 0 waits, as for a slower rank's last batch
+    while not arrived.exists():
+        time.sleep(0.01)
+    ticks.write_bytes(b"x" * LATE)  # rank 1 arrives late: rank 0 waits, as for a slower rank's last batch
 got = dist.all_gather(list(range(1000)))
 assert got == [list(range(1000))] * 2
 clocks = dist.all_gather(dist.clock())
 if dist.is_main:
-    Path(sys.argv[2]).write_text(json.dumps(distributed_info(dist, clocks, 10.0)))
+    out.write_text(json.dumps(distributed_info(dist, clocks, 4 * LATE)))
 dist.close()
 """
 
 
 def test_collective_time_separates_waiting_for_a_late_rank_from_gathering(tmp_path):
     """``run.distributed`` splits each rank's collective time into waiting (load imbalance) and gathering.
-    Rank 1 arrives 1.5 s late: rank 0's wait holds those 1.5 s and its gather does not (before the split,
-    both were one number, so a slow rank read as a slow gather)."""
+    Rank 1 arrives 1500 ticks of the job's clock late (``CLOCK``): rank 0's wait holds exactly those 1500,
+    its gather none, and rank 1 neither (before the split, both were one number, so a slow rank read as
+    a slow gather). On the job's clock rather than wall time, so a busy machine cannot move a number."""
     script, out = tmp_path / "clock.py", tmp_path / "clock.json"
     script.write_text(CLOCK)
-    proc = _run(script, ["1.5", str(out)], nproc=2)
+    proc = _run(script, ["1500", str(tmp_path / "ticks"), str(tmp_path / "arrived"), str(out)], nproc=2)
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads(out.read_text())
-    (w0, w1), (g0, g1) = info["wait_seconds"], info["gather_seconds"]
-    assert w0 >= 1.4 and w1 < 0.5 and g0 < 0.5 and g1 < 0.5
-    assert info["wait_share"] == round(w0 / 10.0, 4) and info["gather_share"] == round(max(g0, g1) / 10.0, 4)
+    assert info["wait_seconds"] == [1500.0, 0.0] and info["gather_seconds"] == [0.0, 0.0]
+    assert info["wait_share"] == 0.25 and info["gather_share"] == 0.0
 
 
 @pytest.mark.parametrize("world, n_batches", [(2, 11), (3, 2), (2, 1), (3, 10), (2, 0)])

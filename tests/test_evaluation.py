@@ -11,7 +11,7 @@ from conftest import colour_samples
 from attacks import AttackParams
 from robustbench_ofa.errors import RobustOFAError
 from robustbench_ofa.evaluation import aggregate as agg
-from robustbench_ofa.evaluation.config import EvalConfig, parse_eps_list
+from robustbench_ofa.evaluation.config import EvalConfig, parse_eps_list, parse_l2_list
 from robustbench_ofa.evaluation.outputs import compute, format_summary, write_aggregates
 from robustbench_ofa.evaluation.runner import Evaluator, LoadedVariant
 from robustbench_ofa.evaluation.store import ResultsStore
@@ -113,6 +113,30 @@ def test_resume_after_a_crash_gives_identical_aggregates(colour_model, tmp_path)
         sort = [c for c in ("variant", "task", "attack", "eps_label", "uid", "source", "target") if c in cols]
         pd.testing.assert_frame_equal(a[k][cols].sort_values(sort).reset_index(drop=True),
                                       b[k][cols].sort_values(sort).reset_index(drop=True))
+
+
+def test_cw_results_outside_the_l2_budget_count_as_not_fooled(colour_model, tmp_path):
+    """C&W searches without a budget (``AttackSpec.bounded`` False): the evaluator keeps its image only
+    when it lies inside the L2 ball, else the clean image stands in. The same C&W runs at two radii
+    (no cascade: the same batches, so the same images, C&W being deterministic): what it fools at 5 with
+    an L2 norm above 0.5 must be stored at 0.5 as not fooled, unperturbed; what it fools within 0.5
+    counts at both. Without the rule the 0.5 rows would carry the out-of-budget images and their verdicts."""
+    params = AttackParams.of(cw_c=30.0, cw_lr=0.05, cw_steps=50)  # stock C&W's c=1 does not move this model
+    cfg = _config(attacks=["cw"], eps_l2=parse_l2_list("0.5,5"), n_samples=16, batch_size=16, params=params,
+                  cascade=False, transfer=False, sanity_samples=1, sanity_steps=1, sanity_restarts=1)
+    res = _run(colour_model, tmp_path, cfg, names=("a",)).frame("results")
+    assert set(res.status) <= {"attacked", "clean-wrong"}  # no cascade: every sample at both radii
+    assert bool((res.l2 <= res.eps + 1e-6).all())
+    small, large = (res[res.eps_label == label].set_index("uid") for label in ("0.5", "5"))
+    outside = large[(large.adv_correct == 0) & (large.l2 > 0.5)].index
+    # the rule matters here: C&W fools samples with perturbations between the two radii (5-13 of the 16,
+    # at L2 1.6-4.8, over the colour model's training seeds 0-3 and the portable kernels; none within 0.5)
+    assert len(outside) >= 2, large[["adv_correct", "l2"]]
+    at_small = small.loc[outside]
+    assert (at_small.adv_correct == 1).all() and (at_small.l2 == 0).all() and (at_small.linf == 0).all()
+    assert (at_small.adv_pred == at_small.clean_pred).all()
+    inside = large[(large.adv_correct == 0) & (large.l2 <= 0.5)].index
+    assert (small.loc[inside].adv_correct == 0).all() and small.loc[inside].l2.equals(large.loc[inside].l2)
 
 
 def test_store_refuses_a_different_run(tmp_path):

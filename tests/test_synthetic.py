@@ -314,8 +314,3 @@ def test_other_image_sizes_render_in_bounds(size: int) -> None:
     for s in syn.generate("grounding", "downstream_test", 10, cfg):
         assert s.image.size == (size, size) and s.image.mode == "RGB"
         assert 0 <= s.box[0] < s.box[2] <= size and 0 <= s.box[1] < s.box[3] <= size
-
-
-@pytest.mark.benchmark
-def test_generation_speed(benchmark) -> None:  # noqa: ANN001 - pytest-benchmark fixture
-    benchmark(lambda: syn.generate_all("train", 100))
