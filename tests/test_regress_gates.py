@@ -27,7 +27,7 @@ VARIANTS = ["colour", "twin"]  # the same weights under two names: the transfer 
 
 
 def _evaluate(model, task, out, sha="a" * 64):
-    cfg = EvalConfig(attacks=["fgsm", "pgd"], tasks=["vqa"], eps=parse_eps_list("16/255"), n_samples=32,
+    cfg = EvalConfig(attacks=["fgsm", "pgd"], tasks=["vqa"], eps=parse_eps_list("32/255"), n_samples=32,
                      batch_size=16, params=AttackParams(steps=5), beam=1, transfer_samples=16, sanity_samples=8,
                      sanity_steps=10, sanity_restarts=1)
     store = ResultsStore(out / "results.sqlite")
@@ -60,20 +60,20 @@ def test_the_baseline_records_every_attack_transfer_cell_measure_and_check(gated
     kinds = {key_kind(k) for k in data["numbers"]}
     assert kinds == {"clean", "robust", "attack", "transfer"}
     assert {k for k in data["numbers"] if key_kind(k) == "attack"} == \
-        {f"{v}|vqa|linf|16/255|{a}" for v in VARIANTS for a in ("fgsm", "pgd")}
+        {f"{v}|vqa|linf|32/255|{a}" for v in VARIANTS for a in ("fgsm", "pgd")}
     assert {k for k in data["numbers"] if key_kind(k) == "transfer"} == \
-        {f"{s}>{t}|vqa|transfer|16/255|pgd" for s in VARIANTS for t in VARIANTS}
+        {f"{s}>{t}|vqa|transfer|32/255|pgd" for s in VARIANTS for t in VARIANTS}
     assert all(n == 16 for k, (_, n) in data["numbers"].items() if key_kind(k) == "transfer")
     # each attack's own rows: FGSM's number can only be above the worst case, which PGD's (cascaded) equals
     for v in VARIANTS:
-        worst = data["numbers"][f"{v}|vqa|linf|16/255"]
-        assert data["numbers"][f"{v}|vqa|linf|16/255|pgd"] == worst
-        assert data["numbers"][f"{v}|vqa|linf|16/255|fgsm"][0] >= worst[0]
+        worst = data["numbers"][f"{v}|vqa|linf|32/255"]
+        assert data["numbers"][f"{v}|vqa|linf|32/255|pgd"] == worst
+        assert data["numbers"][f"{v}|vqa|linf|32/255|fgsm"][0] >= worst[0]
     # measures: the rows each attack attacked, with their counters, as the store holds them
     db = sqlite3.connect(out / "results.sqlite")
     rows = db.execute("SELECT uid, grad_evals, linf FROM results WHERE variant='colour' AND attack='fgsm' "
                       "AND status='attacked' ORDER BY uid").fetchall()
-    measured = gate_measures.decode(data["measures"]["colour|vqa|linf|16/255|fgsm"], data["samples"]["uids"]["vqa"])
+    measured = gate_measures.decode(data["measures"]["colour|vqa|linf|32/255|fgsm"], data["samples"]["uids"]["vqa"])
     assert sorted(measured) == [u for u, _, _ in rows] and rows
     assert all(measured[u][0] == g == 1 and abs(measured[u][2] - linf) < 1e-6 for u, g, linf in rows)
     assert {"colour|vqa|large_eps_robust_acc", "colour|vqa|large_eps_n"} <= set(data["checks"])
@@ -99,24 +99,27 @@ def test_fgsm_at_half_its_step_fails_although_the_worst_case_holds(colour_model,
     rc, text = _gate_lines(capsys, base, _evaluate(model, task, tmp_path))
     assert rc == 1
     # every attacked FGSM sample's perturbation halved: caught per sample, whatever the numbers did
-    row = next(line for line in text.splitlines() if line.startswith("  colour|vqa|linf|16/255|fgsm"))
-    assert "linf 0.0627451 -> 0.0313725" in row and row.endswith("CHANGED")
+    row = next(line for line in text.splitlines() if line.startswith("  colour|vqa|linf|32/255|fgsm"))
+    assert "linf 0.12549 -> 0.0627451" in row and row.endswith("CHANGED")
     assert "~ " in text  # --explain lists the moved samples
 
 
 @pytest.mark.kernels
-def test_a_weaker_transfer_source_fails(colour_model, gated, tmp_path, capsys, monkeypatch):
-    """The transfer images crafted at a quarter of the budget: only the transfer cells see it."""
+def test_another_transfer_source_fails(colour_model, gated, tmp_path, capsys, monkeypatch):
+    """The transfer images crafted with another budget: only the transfer cells see it. Four times the
+    budget rather than less: on some kernels this fragile model's transfer cells have too few fooled
+    samples to lose (CI's code gate shows a weaker source failing, measurements/ci-gates-2026-12-07.md)."""
     model, task = colour_model
     _, base = gated
     real = runner_mod.run_attack
     monkeypatch.setattr(runner_mod, "run_attack", lambda name, view, images, eps, params, seeds: real(
-        name, view, images, eps / 4 if not params.early_stop else eps, params, seeds))
+        name, view, images, eps * 4 if not params.early_stop else eps, params, seeds))
     rc, text = _gate_lines(capsys, base, _evaluate(model, task, tmp_path))
     assert rc == 1
-    changed = [line for line in text.splitlines() if "|transfer|" in line and line.rstrip().endswith("CHANGED")]
+    changed = [line for line in text.splitlines() if "|transfer|" in line
+               and line.rstrip().endswith(("CHANGED", "REGRESSION"))]
     assert changed, text
-    assert not [line for line in text.splitlines() if line.startswith("colour|vqa|linf|16/255 ")
+    assert not [line for line in text.splitlines() if line.startswith("colour|vqa|linf|32/255 ")
                 and "CHANGED" in line]
 
 
@@ -221,7 +224,7 @@ def test_update_prints_what_it_changes(gated, tmp_path, capsys):
     assert main(["regress", "--update", "--baseline", str(copy), "--results", str(tmp_path / "one")]) == 0
     text = capsys.readouterr().out
     assert f"changes against the current baseline {copy}:" in text
-    assert "colour|vqa|linf|16/255|pgd: " in text and "(0 sample(s) turned wrong, 1 right)" in text
+    assert "colour|vqa|linf|32/255|pgd: " in text and "(0 sample(s) turned wrong, 1 right)" in text
     assert main(["regress", "--update", "--baseline", str(copy), "--results", str(tmp_path / "one")]) == 0
     assert "no change against the current baseline" in capsys.readouterr().out
 
