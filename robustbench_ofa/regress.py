@@ -573,9 +573,8 @@ def describe_update(old: dict, new: dict) -> list[str]:
             gained = sum(1 for u in fa[key] if fb[key][u] and not fa[key][u])
             if lost or gained:
                 out.append(f"{key}: {bk}/{bn} -> {nk}/{nn} ({lost} sample(s) turned wrong, {gained} right)")
-        elif (bk, bn) != (nk, nn) or fa is None or fb is None:
-            if (bk, bn) != (nk, nn):
-                out.append(f"{key}: {bk}/{bn} -> {nk}/{nn}")
+        elif (bk, bn) != (nk, nn):
+            out.append(f"{key}: {bk}/{bn} -> {nk}/{nn}")
     if old.get("format") == FORMAT and old["samples"]["uids"] == new["samples"]["uids"]:
         uids = new["samples"]["uids"]
         keys = sorted(set(old.get("measures", {})) & set(new.get("measures", {})))
