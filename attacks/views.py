@@ -77,6 +77,9 @@ class TaskView(nn.Module):
         self.targets = batch.targets if seq_targets is None else seq_targets
         self.counters = Counters(len(batch))
         self.index: torch.Tensor | None = None  # set by engines that know their rows; else matched
+        #: set while an attack runs on one row at a time (``common.per_sample_stock_runner``): every image
+        #: queried is that row's, wherever the attack moves it
+        self.row: int | None = None
         # torchattacks restores ``model.train()`` after an attack when the wrapper was in training mode
         # (an nn.Module's default): mirror the model's mode so an eval model stays in eval.
         self.train(model.training)
@@ -98,6 +101,8 @@ class TaskView(nn.Module):
         (unbounded attacks, or several candidates) the nearest one when it is clearly the nearest."""
         if self.index is not None:
             return self.index
+        if self.row is not None:
+            return torch.full((len(images),), self.row, dtype=torch.long, device=images.device)
         if len(self.clean) == 1:
             return torch.zeros(len(images), dtype=torch.long, device=images.device)
         norm, eps = getattr(self, "budget", (None, None))

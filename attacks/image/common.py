@@ -36,6 +36,34 @@ def engine_runner(threat: Threat, single_step: bool = False):
     return runner
 
 
+def per_sample_stock_runner(build: Callable):
+    """A torchattacks class run on one sample at a time, each seeded by its own seed.
+
+    For attacks whose queries leave the budget: AutoAttack's FAB-T searches for the nearest decision
+    boundary and projects onto the eps ball only at the end, so it queries images far from every clean
+    image (L-inf ~0.8 measured), and ``TaskView.match`` cannot tell which sample of a batch such an image
+    belongs to (it refused: "cannot tell two samples of a batch apart"). With one row per call every query
+    is that row's (``TaskView.row``). A sample's result does not depend on the batch it came in. The price is
+    batching: the attack runs len(images) times on batches of 1.
+    """
+
+    def runner(spec, view, images, eps, params, seeds):
+        labels = view.labels()
+        adv = images.detach().clone()
+        for i in range(len(images)):
+            seed = int(seeds[i]) if seeds and i < len(seeds) else i
+            torch.manual_seed(seed)
+            attack = build(view, eps, params, seed)
+            view.row = i
+            try:
+                adv[i:i + 1] = attack(images[i:i + 1], labels[i:i + 1]).detach()
+            finally:
+                view.row = None
+        return EngineResult(adv, torch.zeros(len(images), dtype=torch.bool), torch.full((len(images),), float("nan")))
+
+    return runner
+
+
 def keep_fooled(view: TaskView, a: EngineResult, b: EngineResult) -> EngineResult:
     """Across restarts keep, per sample, an image that fools the model if either restart found one."""
     with torch.no_grad(), judged():
