@@ -152,7 +152,7 @@ def test_no_success_on_the_generated_benchmark_changes_the_oracle_answer(syn_mod
                                                                                        protect=()))):
             if o.status == "successful":
                 assert Oracle(s).keeps_truth(o.adversarial), (s.text, o.adversarial)
-            assert set(o.rejected_by) <= {"oracle", "antonym"}
+            assert set(o.rejected_by) <= {"oracle", "antonym", "cohyponym"}
             rejected += o.rejected_successes
     assert rejected > 0  # the search did meet label-changing "successes", and they were rejected
 
@@ -268,6 +268,54 @@ def test_antonym_and_protect_checks_hold_on_a_hand_written_manifest(syn_model, t
     # both searches met would-be successes that swapped in an antonym (2+3, 2+3 and 3+4 on three kernel sets)
     assert free_reasons.get("antonym", 0) + reasons.get("antonym", 0) > 0, (free_reasons, reasons)
     assert lex.are_antonyms("hot", "cold") and lex.are_antonyms("large", "tiny") and not lex.are_antonyms("red", "blue")
+
+
+def test_cohyponyms_are_sister_terms_not_synonyms(text_resources):
+    """Sister terms under one direct hypernym (through the colour nouns for colour words) are rejected;
+    synonyms (a shared synset), cousins ("cat" under feline, "dog" under canine) and a
+    word with itself are not sister terms."""
+    from attacks.text.validity import lexicon
+
+    lex = lexicon(text_resources)
+    for a, b in [("red", "blue"), ("purple", "yellow"), ("car", "truck"), ("Red", "blue?")]:
+        assert lex.are_cohyponyms(a, b) and lex.are_cohyponyms(b, a), (a, b)
+    for a, b in [("colour", "color"), ("big", "large"), ("picture", "image"), ("red", "red"), ("cat", "dog"),
+                 ("circle", "")]:
+        assert not lex.are_cohyponyms(a, b), (a, b)
+
+
+def test_answer_bearing_words_are_protected_on_closed_answer_tasks(syn_model, text_resources, monkeypatch):
+    """A question word that is an answer of the task's answer set carries the answer: by default no
+    candidate may change it, ``--protect`` adds to it, ``--protect none`` removes it; and the text-attack
+    engine hands the task's answer set to the checks (closed-answer tasks only)."""
+    import attacks.text.validity as validity
+    from attacks.text.components import ValidityGate
+
+    sample = Sample(uid="hand-q", task="vqa", image=Image.new("RGB", (40, 30)), text="is there a red shape?",
+                    answers=["yes"])
+    answers = ["yes", "no", "red", "blue", "fire hydrant"]
+    assert validity.answer_words(answers) == {"yes", "no", "red", "blue"}
+
+    def reason(protect, candidate):
+        return ValidityGate(validity.checks_for(sample, protect, text_resources, answers)).reason(sample.text,
+                                                                                                   candidate)
+
+    assert reason(None, "is there a blue shape?") == "cohyponym"  # a sister term, caught before protect
+    assert reason(None, "is there a crimson shape?") == "protect"  # a synonym, but it carries the answer
+    assert reason(None, "is there a rde shape?") == "protect"  # even a typo of it
+    assert reason(None, "is there a red form?") is None  # not an answer word
+    assert reason(("shape",), "is there a crimson shape?") == "protect"  # --protect adds to the answers
+    assert reason((), "is there a crimson shape?") is None  # --protect none: nothing protected
+    assert reason((), "is there a blue shape?") == "cohyponym"  # the sister-term check is not a protection
+
+    seen = []
+    real = validity.checks_for
+    monkeypatch.setattr(validity, "checks_for", lambda *a: seen.append(list(a[3])) or real(*a))
+    model, tasks, data = syn_model
+    for t in ("vqa", "grounding"):
+        chosen = _clean_correct(model, tasks[t], data[t], 1)
+        _attack(model, tasks[t], chosen, "deepwordbug", TextBudget(queries=5))
+    assert seen == [list(tasks["vqa"].answers), []]
 
 
 def test_protect_option_parses_and_checks():

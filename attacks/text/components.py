@@ -51,7 +51,7 @@ class WordBudget(Constraint):
 
 class ValidityGate(Constraint):
     """The last constraint of every recipe: the label-keeping checks of ``attacks.text.validity`` (oracle,
-    antonym, protect). A candidate failing one is never scored by the search, so it can never count as a
+    antonym, cohyponym, protect). A candidate failing one is never scored by the search, so it can never count as a
     success. The gate records what it rejected (text -> the first failing check) so that the engine can
     measure afterwards how many of those would have been successes (the validity figure)."""
 

@@ -47,7 +47,7 @@ class TextOutcome:
     n_words: int
     #: candidates the validity checks rejected on which the model's answer would have counted as a success
     rejected_successes: int = 0
-    #: the same, by the check that rejected them ("oracle", "antonym", "protect")
+    #: the same, by the check that rejected them ("oracle", "antonym", "cohyponym", "protect")
     rejected_by: dict = field(default_factory=dict)
     #: rejected candidates scored to count them (at most the query budget; not in ``queries``/``evaluations``)
     rejected_checked: int = 0
@@ -76,6 +76,7 @@ def run_text_attack(name: str, model, task: Task, samples: Sequence[Sample], ima
     from attacks.text.wrapper import OFASampleWrapper
 
     scores = list(clean_scores) if clean_scores is not None else [0.0] * len(samples)
+    answers = task.answers if task.closed_answers else ()  # answer-bearing words are protected
     out = []
     for sample, image, seed, clean_score in zip(samples, images, seeds, scores):
         queries = SampleQueries(model, task, sample, image, batch_size=budget.batch_size)
@@ -85,7 +86,7 @@ def run_text_attack(name: str, model, task: Task, samples: Sequence[Sample], ima
                                 query_budget=budget.queries, batch_size=budget.batch_size,
                                 clean_output=clean_output)
         seed_everything(int(seed))
-        gate = ValidityGate(checks_for(sample, budget.protect, res))
+        gate = ValidityGate(checks_for(sample, budget.protect, res, answers))
         attacks = spec.recipe(RecipeContext(goal, budget, res, int(seed), gate))
         original = attack_text(task, sample)
         used, result, status = 0, None, "failed"

@@ -49,7 +49,8 @@ class TextOptions:
     protect: str | None = opt(None, flag="--protect", key="text_protect", check=_protect_check, type=str,
                        help="text attacks: comma-separated words no candidate may change (default: on the "
                             "generated benchmark its attribute/object/relation/question vocabulary, elsewhere "
-                            "none; 'none': nothing)")
+                            "none; words replace that default; on closed-answer tasks the question's words "
+                            "that are answers of the answer set are added; 'none': nothing at all)")
 
     def budget(self) -> TextBudget:
         return TextBudget(words=self.words, queries=self.queries, batch_size=self.batch,

@@ -12,12 +12,20 @@ failing one is never scored by the search, so it can never count as a success):
   is ..."), is rejected. Its typo reading asks WordNet whether a token is a real word.
 * ``antonym`` (any data): no replaced word may be a WordNet antonym of the word it replaces, in either
   direction; for adjective satellites the antonyms of their head count too ("big" -> "small", "large"
-  -> "tiny"). Co-hyponyms ("purple" -> "blue") are not antonyms: on the generated benchmark the oracle
-  and ``protect`` catch them, elsewhere ``--protect`` is the tool.
-* ``protect`` (any data): words that may not change at all (``--protect``; default on the generated
-  benchmark: its attribute, object, relation, predicate and question vocabulary,
-  ``synthetic_oracle.protected_vocabulary``). A protected word counts as changed by any edit of its
-  whitespace token (a typo, an invisible character, a deletion); inserting a word next to it does not.
+  -> "tiny").
+* ``cohyponym`` (any data): no replaced word may be a WordNet sister term of the word it replaces: two
+  words, sharing no synset, with noun or verb senses under one direct hypernym ("red" -> "blue" through
+  their colour nouns, "car" -> "truck"; not cousins such as "cat" -> "dog", under feline and canine).
+  Such a swap keeps the sentence's form and changes what it asks, like an antonym. Words that are
+  synonyms in some sense (share a synset) pass: PWWS's own candidates are synonyms in some sense, and
+  whether it is the sentence's sense is another question (issue 32's word-sense check).
+* ``protect`` (any data): words that may not change at all. By default, on the generated benchmark its
+  attribute, object, relation, predicate and question vocabulary (``synthetic_oracle.protected_vocabulary``),
+  and on every closed-answer task the words of the question that are themselves answers of the task's
+  answer set ("is there a *red* shape?" where "red" is an answer: the word carries the answer).
+  ``--protect w1,w2`` replaces the generated vocabulary and adds to the answer words; ``--protect none``
+  protects nothing. A protected word counts as changed by any edit of its whitespace token (a typo, an
+  invisible character, a deletion); inserting a word next to it does not.
 
 Part-of-speech consistency (TextFooler's and BAE's POS constraint) is *not* applied: no offline tagger is
 available here (the resources hold no NLTK tagger model, and flair's taggers download from a model hub
@@ -31,7 +39,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from attacks.text.budget import edits
@@ -72,6 +80,7 @@ class Lexicon:
         self.stop = stopwords(nltk_data)
         self.antonyms = functools.lru_cache(maxsize=8192)(self._antonyms)
         self.is_word = functools.lru_cache(maxsize=8192)(self._is_word)
+        self.senses = functools.lru_cache(maxsize=8192)(self._senses)
 
     def _antonyms(self, word: str) -> frozenset[str]:
         out: set[str] = set()
@@ -84,6 +93,21 @@ class Lexicon:
                     out.update(n.lower().replace("_", " ") for n in ant.synset().lemma_names())
         out.discard(word)
         return frozenset(out)
+
+    def _senses(self, word: str) -> tuple[frozenset[str], frozenset[str]]:
+        """(the word's synsets, the direct hypernyms of its noun and verb senses), as synset names."""
+        synsets = self.wn.synsets(word)
+        parents = {h.name() for s in synsets if s.pos() in ("n", "v")
+                   for h in s.hypernyms() + s.instance_hypernyms()}
+        return frozenset(s.name() for s in synsets), frozenset(parents)
+
+    def are_cohyponyms(self, a: str, b: str) -> bool:
+        """Sister terms: no shared synset, and a noun or verb sense of each under one direct hypernym."""
+        a, b = norm_word(a), norm_word(b)
+        if not a or not b or a == b:
+            return False
+        (syn_a, up_a), (syn_b, up_b) = self.senses(a), self.senses(b)
+        return not (syn_a & syn_b) and bool(up_a & up_b)
 
     def _is_word(self, token: str) -> bool:
         return token in self.stop or bool(self.wn.synsets(token))
@@ -99,15 +123,17 @@ def lexicon(res: TextResources) -> Lexicon:
     return Lexicon(str(res.nltk_data))
 
 
-class AntonymCheck:
-    name = "antonym"
+class WordPairCheck:
+    """Rejects a candidate that replaces a word by one standing in ``relation`` to it (``are_antonyms``,
+    ``are_cohyponyms``): one class, since the checks differ only in the relation."""
 
-    def __init__(self, lexicon: Lexicon):
-        self.lexicon = lexicon
+    def __init__(self, name: str, relation: Callable[[str, str], bool]):
+        self.name = name
+        self.relation = relation
 
     def __call__(self, original: str, candidate: str) -> bool:
         for old, new in edits(original, candidate):
-            if any(self.lexicon.are_antonyms(a, b) for a in old for b in new):
+            if any(self.relation(a, b) for a in old for b in new):
                 return False
         return True
 
@@ -132,24 +158,38 @@ class OracleCheck:
         return self.oracle.keeps_truth(candidate)
 
 
-def protected_words(sample: Sample, protect: Sequence[str] | None) -> frozenset[str]:
+def answer_words(answers: Iterable[str]) -> frozenset[str]:
+    """The single-word answers of a closed answer set, as bare lower-case words: a question word that is
+    itself an answer carries the answer ("is there a red shape?"), so no text attack may change it."""
+    return frozenset(w for w in (norm_word(a) for a in answers) if w and len(w.split()) == 1)
+
+
+def protected_words(sample: Sample, protect: Sequence[str] | None,
+                    answers: Iterable[str] = ()) -> frozenset[str]:
     """The words no candidate may change for this sample: ``protect`` if given, else the generated
-    benchmark's vocabulary on its samples and nothing elsewhere."""
+    benchmark's vocabulary on its samples and nothing elsewhere; plus the single-word ``answers`` (the
+    task's closed answer set) unless ``protect`` is empty (``--protect none``: nothing at all)."""
+    if protect is not None and not protect:
+        return frozenset()
     if protect is not None:
-        return frozenset(norm_word(w) for w in protect)
-    if (sample.meta or {}).get("source") == "synthetic":
-        return synthetic_oracle.protected_vocabulary()
-    return frozenset()
+        words = frozenset(norm_word(w) for w in protect)
+    elif (sample.meta or {}).get("source") == "synthetic":
+        words = synthetic_oracle.protected_vocabulary()
+    else:
+        words = frozenset()
+    return words | answer_words(answers)
 
 
-def checks_for(sample: Sample, protect: Sequence[str] | None, res: TextResources) -> list:
-    """The checks of one sample, in the order a rejection is attributed: oracle, antonym, protect."""
+def checks_for(sample: Sample, protect: Sequence[str] | None, res: TextResources,
+               answers: Iterable[str] = ()) -> list:
+    """The checks of one sample, in the order a rejection is attributed: oracle, antonym, cohyponym,
+    protect. ``answers``: the task's closed answer set (empty for open-ended tasks)."""
     lex = lexicon(res)
     out: list = []
     if synthetic_oracle.applies(sample):
         out.append(OracleCheck(sample, lex))
-    out.append(AntonymCheck(lex))
-    words = protected_words(sample, protect)
+    out += [WordPairCheck("antonym", lex.are_antonyms), WordPairCheck("cohyponym", lex.are_cohyponyms)]
+    words = protected_words(sample, protect, answers)
     if words:
         out.append(ProtectCheck(words))
     return out
