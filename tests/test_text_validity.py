@@ -297,8 +297,8 @@ def test_answer_bearing_words_are_protected_on_closed_answer_tasks(syn_model, te
     assert validity.answer_words(answers) == {"yes", "no", "red", "blue"}
 
     def reason(protect, candidate):
-        return ValidityGate(validity.checks_for(sample, protect, text_resources, answers)).reason(sample.text,
-                                                                                                   candidate)
+        gate = ValidityGate(validity.checks_for(sample, protect, text_resources, validity.answer_words(answers)))
+        return gate.reason(sample.text, candidate)
 
     assert reason(None, "is there a blue shape?") == "cohyponym"  # a sister term, caught before protect
     assert reason(None, "is there a crimson shape?") == "protect"  # a synonym, but it carries the answer
@@ -310,12 +310,12 @@ def test_answer_bearing_words_are_protected_on_closed_answer_tasks(syn_model, te
 
     seen = []
     real = validity.checks_for
-    monkeypatch.setattr(validity, "checks_for", lambda *a: seen.append(list(a[3])) or real(*a))
+    monkeypatch.setattr(validity, "checks_for", lambda *a: seen.append(a[3]) or real(*a))
     model, tasks, data = syn_model
     for t in ("vqa", "grounding"):
         chosen = _clean_correct(model, tasks[t], data[t], 1)
         _attack(model, tasks[t], chosen, "deepwordbug", TextBudget(queries=5))
-    assert seen == [list(tasks["vqa"].answers), []]
+    assert seen == [validity.answer_words(tasks["vqa"].answers), frozenset()]
 
 
 def test_protect_option_parses_and_checks():

@@ -59,7 +59,7 @@ def per_sample_stock_runner(build: Callable):
                 adv[i:i + 1] = attack(images[i:i + 1], labels[i:i + 1]).detach()
             finally:
                 view.row = None
-        return EngineResult(adv, torch.zeros(len(images), dtype=torch.bool), torch.full((len(images),), float("nan")))
+        return stock_result(adv)
 
     return runner
 
@@ -73,14 +73,18 @@ def keep_fooled(view: TaskView, a: EngineResult, b: EngineResult) -> EngineResul
     return EngineResult(adv, a.stopped | b.stopped, a.first_grad)
 
 
+def stock_result(adv: torch.Tensor) -> EngineResult:
+    """A torchattacks class's images as an engine result: it reports no early stops and no first gradient."""
+    n = len(adv)
+    return EngineResult(adv.detach(), torch.zeros(n, dtype=torch.bool), torch.full((n,), float("nan")))
+
+
 def stock_runner(build: Callable):
     """A torchattacks class built by ``build(view, eps, params, seed)``, seeded by the batch's first seed."""
 
     def runner(spec, view, images, eps, params, seeds):
         torch.manual_seed(int(seeds[0]) if seeds else 0)
         attack = build(view, eps, params, int(seeds[0]) if seeds else 0)
-        adv = attack(images, view.labels())
-        return EngineResult(adv.detach(), torch.zeros(len(images), dtype=torch.bool),
-                            torch.full((len(images),), float("nan")))
+        return stock_result(attack(images, view.labels()))
 
     return runner

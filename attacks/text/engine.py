@@ -72,11 +72,12 @@ def run_text_attack(name: str, model, task: Task, samples: Sequence[Sample], ima
 
     from attacks.text.components import RecipeContext, ValidityGate
     from attacks.text.goals import make_goal
-    from attacks.text.validity import checks_for
+    from attacks.text.validity import answer_words, checks_for
     from attacks.text.wrapper import OFASampleWrapper
 
     scores = list(clean_scores) if clean_scores is not None else [0.0] * len(samples)
-    answers = task.answers if task.closed_answers else ()  # answer-bearing words are protected
+    # answer-bearing words are protected; normalised once here, not per sample (VQAv2 has 3,129 answers)
+    answers = answer_words(task.answers) if task.closed_answers else frozenset()
     out = []
     for sample, image, seed, clean_score in zip(samples, images, seeds, scores):
         queries = SampleQueries(model, task, sample, image, batch_size=budget.batch_size)

@@ -165,10 +165,11 @@ def answer_words(answers: Iterable[str]) -> frozenset[str]:
 
 
 def protected_words(sample: Sample, protect: Sequence[str] | None,
-                    answers: Iterable[str] = ()) -> frozenset[str]:
+                    answers: frozenset[str] = frozenset()) -> frozenset[str]:
     """The words no candidate may change for this sample: ``protect`` if given, else the generated
-    benchmark's vocabulary on its samples and nothing elsewhere; plus the single-word ``answers`` (the
-    task's closed answer set) unless ``protect`` is empty (``--protect none``: nothing at all)."""
+    benchmark's vocabulary on its samples and nothing elsewhere; plus ``answers`` (``answer_words`` of the
+    task's closed answer set, computed once per run) unless ``protect`` is empty (``--protect none``:
+    nothing at all)."""
     if protect is not None and not protect:
         return frozenset()
     if protect is not None:
@@ -177,13 +178,13 @@ def protected_words(sample: Sample, protect: Sequence[str] | None,
         words = synthetic_oracle.protected_vocabulary()
     else:
         words = frozenset()
-    return words | answer_words(answers)
+    return words | answers
 
 
 def checks_for(sample: Sample, protect: Sequence[str] | None, res: TextResources,
-               answers: Iterable[str] = ()) -> list:
+               answers: frozenset[str] = frozenset()) -> list:
     """The checks of one sample, in the order a rejection is attributed: oracle, antonym, cohyponym,
-    protect. ``answers``: the task's closed answer set (empty for open-ended tasks)."""
+    protect. ``answers``: ``answer_words`` of the task's closed answer set (empty for open-ended tasks)."""
     lex = lexicon(res)
     out: list = []
     if synthetic_oracle.applies(sample):
