@@ -7,7 +7,8 @@ model can pass on the CI machine's kernels and fail on the next CPU kind, becaus
 moves a borderline sample (issue 36: two tests pinned AVX-512 numbers and failed on AVX2). The default
 pass runs on whatever this machine has (AVX-512 or AVX2, 2 threads); this pass reruns the tests marked
 ``kernels`` with every layer at its most portable instruction set and 1 thread, so a test that depends on
-one kernel set fails here, on any machine.
+one kernel set fails here, on any machine. Spread over the cores like the default pass
+(``scripts/ci_pytest.py``: pytest-xdist, passive OpenMP waiting).
 
     python scripts/ci_portable.py            # what CI runs (through tox -e py)
     python scripts/ci_portable.py -k adaptive  # extra arguments go to pytest
@@ -15,10 +16,11 @@ one kernel set fails here, on any machine.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from ci_pytest import parallel_args, test_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,14 +41,15 @@ _PROBE = ("import torch; cap = torch.backends.cpu.get_cpu_capability(); n = torc
 
 
 def main(argv: list[str] | None = None) -> int:
-    env = {**os.environ, **PORTABLE_ENV}
+    env = test_env(PORTABLE_ENV)
     if subprocess.call([sys.executable, "-c", _PROBE], env=env, cwd=ROOT) != 0:
         print("ci_portable: torch did not take the portable kernel settings; this pass would test nothing new",
               file=sys.stderr)
         return 1
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=--benchmark-skip",
-           "-m", "kernels", *(argv if argv is not None else sys.argv[1:])]
-    print("+ " + " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items()) + " " + " ".join(cmd[2:]), flush=True)
+           "-m", "kernels", *parallel_args(), *(argv if argv is not None else sys.argv[1:])]
+    settings = " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items())
+    print(f"+ OMP_WAIT_POLICY=PASSIVE {settings} " + " ".join(cmd[2:]), flush=True)
     return subprocess.call(cmd, env=env, cwd=ROOT)
 
 
