@@ -105,6 +105,9 @@ class AttackSpec:
     closed_only: bool = False
     #: offline resources a text attack needs (``attacks.text.resources``)
     needs: tuple[str, ...] = ()
+    #: a text attack that swaps whole words (PWWS, TextFooler-GloVe): its candidates also pass the
+    #: part-of-speech and word-sense checks (``attacks.text.validity``), which need the tagger and MiniLM
+    substitutes_words: bool = False
     #: the attack's own options dataclass (fields declared with ``configcli.opt``), if any
     options: type | None = None
     #: attacks run as a stage of this one (co-attack's text recipe), for resource checks

@@ -221,7 +221,11 @@ def load_report(results_dir: str | Path, allow_incomplete: bool = False, referen
     report.regression_tables = tb.regression_tables(report)
     report.metadata = metadata_rows(report)
     report.examples = ex.image_examples(examples_df, samples_df, tables["samples"], variants)
-    report.text_examples = ex.text_examples(examples_df, samples_df, tables["samples"], variants)
+    # the seeded sample of successes of every text attack first, then the example samples' texts not already shown
+    won = ex.success_examples(tables.get("text_successes"))
+    shown = {(e.variant, e.task, e.attack, e.eps_label, e.uid) for e in won}
+    report.text_examples = won + [e for e in ex.text_examples(examples_df, samples_df, tables["samples"], variants)
+                                  if (e.variant, e.task, e.attack, e.eps_label, e.uid) not in shown]
     if with_figures:
         from reports import plots
 

@@ -239,3 +239,17 @@ def text_examples(examples: pd.DataFrame, samples: pd.DataFrame, results: pd.Dat
                                        clean_pred=str(r.clean_pred), adv_pred=str(r.adv_pred),
                                        before=before, after=after))
     return out
+
+
+def success_examples(won: pd.DataFrame | None) -> list[TextExample]:
+    """The seeded sample of successful adversarial texts (``text_successes.csv``: every text attack and
+    variant, not only the example samples), each against its original with the changed words marked."""
+    if won is None or not len(won):
+        return []
+    out = []
+    for r in won.itertuples():
+        before, after = word_diff(str(r.original or ""), str(r.adversarial or ""))
+        out.append(TextExample(variant=r.variant, task=r.task, uid=str(r.uid), attack=r.attack,
+                               eps_label=r.eps_label, fooled=True, clean_pred=str(r.clean_pred),
+                               adv_pred=str(r.adv_pred), before=before, after=after))
+    return out

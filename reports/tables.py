@@ -241,27 +241,35 @@ def breakdown_table(report: Report) -> Table:
 
 
 def text_attack_table(report: Report) -> Table:
+    from robustbench_ofa.evaluation.outputs import rejected_by_check
+
     t = Table("text-attacks", "Text attacks",
               "TextAttack's summary per text (and joint) attack: samples fooled / not fooled / skipped (clean "
               "prediction already wrong) / cascaded (fooled earlier by a contained threat); accuracy under "
               "attack over all samples; success rate over the samples the attack itself attacked. Validity: "
               "candidates rejected by the label-keeping checks (the generated benchmark's oracle, WordNet "
-              "antonyms, protected words) on which the model would have been wrong, and the share of would-be "
+              "antonyms and sister terms, protected words, and for word substitutions part of speech and word "
+              "sense) on which the model would have been wrong, and the share of would-be "
               "successes that were only such relabellings (samples not fooled with a rejected success / "
-              "(those + fooled)). Percentages.",
+              "(those + fooled)); samples not fooled on which no candidate passed the checks (no valid edit: "
+              "not evidence of robustness); candidates rejected by each check. Percentages.",
               [Column("Task"), Column("Variant"), Column("Attack"), Column("Budget", True),
                Column("Fooled / not / skipped / cascaded"), Column("Acc under attack", True),
                Column("Success rate", True), Column("Words changed %", True), Column("Queries", True),
                Column("Rejected successes", True, "rejected candidates the model would have got wrong (total)"),
                Column("Rejected share", True, "would-be successes that were relabellings, not robustness "
-                                             "failures")])
+                                             "failures"),
+               Column("No valid edit", True, "samples not fooled on which every candidate was rejected: "
+                                            "nothing valid to try, no evidence of robustness"),
+               Column("Rejected by check", False, "distinct candidates each validity check rejected")])
     for r in report.tables["text_attacks"].itertuples():
         counts = f"{r.successful} / {r.failed} / {r.skipped} / {r.cascaded}"
         rejected = getattr(r, "rejected_successes", math.nan)
         budget = Cell(f"{Threat(r.norm).symbol}\u00a0{r.eps_label}")
         t.add([text(r.task), name(r.variant), text(attack_name(r.attack)), budget, Cell(counts, float(r.successful)),
                pct(r.acc_under_attack), pct(r.attack_success_rate), num(r.avg_perturbed_word_pct, "{:.1f}"),
-               num(r.avg_queries, "{:.1f}"), num(rejected), pct(getattr(r, "rejected_share", math.nan))])
+               num(r.avg_queries, "{:.1f}"), num(rejected), pct(getattr(r, "rejected_share", math.nan)),
+               num(getattr(r, "no_valid_edit", math.nan)), text(rejected_by_check(r._asdict()) or "-")])
     return t
 
 

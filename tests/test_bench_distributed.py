@@ -1,5 +1,5 @@
 """Benchmark (pytest-benchmark): one evaluation (embedded-finetune, VE, PGD-10 at the default L-inf and
-L2 ladders, 64 samples, batches of 8, the large-eps check shrunk, no transfer) run three ways on this
+L2 ladders, 96 samples, batches of 8, the large-eps check shrunk, no transfer) run three ways on this
 machine's 2 cores: one process with one thread, one process with torch's default threads, and
 ``torchrun --nproc-per-node 2`` with one thread per process. Same work, same rows. The gated pair (1 and 2
 processes x 1 thread) runs 3 times each: the gate reads the median (``tests/speed_targets.toml``).
@@ -22,11 +22,11 @@ import pytest
 from conftest import launcher
 
 pytestmark = pytest.mark.benchmark
-GROUP = "evaluate embedded-finetune VE PGD-10, 64 samples: processes x threads on 2 cores"
+GROUP = "evaluate embedded-finetune VE PGD-10, 96 samples: processes x threads on 2 cores"
 
 
 def _args(out) -> list[str]:
-    return ["evaluate", "--attack", "pgd,pgdl2", "--model", "embedded-finetune", "--task", "ve", "--n-samples", "64",
+    return ["evaluate", "--attack", "pgd,pgdl2", "--model", "embedded-finetune", "--task", "ve", "--n-samples", "96",
             "--batch-size", "8", "--steps", "10", "--no-transfer", "--sanity-samples", "8", "--sanity-steps", "10",
             "--sanity-restarts", "1", "--report", "", "--quiet", "--out", str(out)]
 

@@ -115,6 +115,20 @@ def test_setup_text_lays_out_the_resources_in_the_target_folder(downloads, tmp_p
     assert len(downloads) == 2
 
 
+def test_setup_text_names_the_tagger_and_refuses_without_it(downloads, tmp_path, capsys, monkeypatch):
+    """The part-of-speech tagger is a package of the ``text`` extra, not a file: setup-text says which, and
+    without it stops with one line naming what to install, before downloading anything."""
+    import importlib.util
+
+    assert main(["setup-text", "--target", str(tmp_path / "res")]) == 0
+    assert "part-of-speech tagger: TextBlob 0.20.1" in capsys.readouterr().out
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "textblob" else real(name, *a))
+    assert main(["setup-text", "--target", str(tmp_path / "other"), "--force"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install textblob==0.20.1" in err and len(downloads) == 1
+
+
 def test_setup_text_keeps_a_complete_setup_and_force_lays_it_out_again(downloads, tmp_path, capsys):
     target = tmp_path / "res"
     assert main(["setup-text", "--target", str(target)]) == 0 and len(downloads) == 1

@@ -9,6 +9,7 @@ VE/VQA/grounding samples (so some are clean-correct, the attacks run, and its an
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -152,9 +153,10 @@ def test_no_success_on_the_generated_benchmark_changes_the_oracle_answer(syn_mod
                                                                                        protect=()))):
             if o.status == "successful":
                 assert Oracle(s).keeps_truth(o.adversarial), (s.text, o.adversarial)
-            assert set(o.rejected_by) <= {"oracle", "antonym", "cohyponym"}
-            rejected += o.rejected_successes
-    assert rejected > 0  # the search did meet label-changing "successes", and they were rejected
+            # nothing protected; the word-substitution checks (pos, sense) come after the oracle
+            assert set(o.rejected_by) <= {"oracle", "antonym", "cohyponym", "pos", "sense"}
+            rejected += o.rejected_by.get("oracle", 0)
+    assert rejected > 0  # the search did meet label-changing "successes", and the oracle rejected them
 
 
 def test_by_default_the_generated_vocabulary_is_protected(syn_model, text_resources):
@@ -361,8 +363,24 @@ def test_rejected_share_in_store_csv_summary_and_report(syn_model, text_resource
     assert tables["text_attacks"].rejected_samples.iloc[0] == int((attacked.rejected_successes > 0).sum())
     report = load_report(tmp_path, allow_incomplete=True, with_figures=False)
     table = next(t for t in report.result_tables if t.key == "text-attacks")
-    assert [c.label for c in table.columns][-2:] == ["Rejected successes", "Rejected share"]
-    assert table.rows[0][-2].text == str(int(attacked.rejected_successes.sum()))
+    assert [c.label for c in table.columns][-4:] == ["Rejected successes", "Rejected share", "No valid edit",
+                                                     "Rejected by check"]
+    assert table.rows[0][-4].text == str(int(attacked.rejected_successes.sum()))
+    # nothing valid to try, and the candidates each check rejected: stored per sample, summed per attack
+    assert attacked.valid_candidates.notna().all()
+    no_valid = int(((attacked.adv_correct == 1) & (attacked.valid_candidates == 0)).sum())
+    assert csv.no_valid_edit.iloc[0] == no_valid and table.rows[0][-2].text == str(no_valid)
+    per_check: dict[str, int] = {}
+    for cell in attacked.rejected_by:
+        for name, n in json.loads(cell).items():
+            per_check[name] = per_check.get(name, 0) + n
+    assert per_check and all(csv[f"rejected_{name}"].iloc[0] == n for name, n in per_check.items())
+    assert {"pos", "sense"} <= set(per_check) or per_check.get("oracle", 0) > 0, per_check
+    first = next(iter(per_check))
+    assert f"{first} {per_check[first]}" in table.rows[0][-1].text
+    from robustbench_ofa.evaluation.outputs import format_summary
+
+    assert f"rejected {first} {per_check[first]}" in format_summary(tables)
     # the report shows adversarial texts next to their originals
     assert report.text_examples and all(e.before and e.after for e in report.text_examples)
 
@@ -390,3 +408,172 @@ def test_old_databases_gain_the_column(tmp_path):
 
     row = text_attack_table(res).iloc[0]
     assert row.successful == 1 and pd.isna(row.rejected_share)  # unknown for rows that predate the checks
+
+
+def test_a_note_says_when_an_attack_had_nothing_valid_to_try():
+    """The note fires where at least half the samples an attack did not fool had no valid candidate, and
+    only there: an attack that tried something on most samples says nothing."""
+    from robustbench_ofa.evaluation.outputs import no_valid_edit_note
+
+    row = pd.Series(dict(task="vqa", variant="v", attack="pwws", eps_label="words=1", failed=48, no_valid_edit=43))
+    assert no_valid_edit_note(row) == ("no valid edit within 1 word(s) for 43 of the 48 samples not fooled: their "
+                                       "accuracy under attack is not evidence of robustness")
+    assert not no_valid_edit_note(row.copy().replace({43: 23}))
+    assert not no_valid_edit_note(pd.Series({**row.to_dict(), "no_valid_edit": float("nan")}))
+    assert not no_valid_edit_note(pd.Series({**row.to_dict(), "failed": 0, "no_valid_edit": 0}))
+
+
+def test_successful_texts_are_a_seeded_sample_shown_in_csv_summary_and_report():
+    """Per (task, variant, attack, budget) at most 3 fooled samples, drawn with the seed whatever order the
+    rows were stored in, each next to its original; the terminal summary prints 3 of them, the report all."""
+    from reports.examples import success_examples
+    from robustbench_ofa.evaluation.aggregate import text_successes
+    from robustbench_ofa.evaluation.outputs import _success_lines
+
+    rows = [dict(task="vqa", variant=v, attack=a, norm="text", eps_label="words=1", uid=f"u{i}",
+                 status="attacked", adv_correct=int(i % 3 == 0), adv_text=f"what colour is thing {i}?",
+                 clean_pred="red", adv_pred="blue") for v in ("a", "b") for a in ("pwws", "deepwordbug")
+            for i in range(10)]
+    rows.append({**rows[0], "norm": "linf", "adv_text": None, "attack": "pgd"})
+    res = pd.DataFrame(rows)
+    samples = pd.DataFrame(dict(task="vqa", uid=[f"u{i}" for i in range(10)],
+                                text=[f"what color is thing {i}?" for i in range(10)]))
+    won = text_successes(res, samples)
+    assert len(won) == 4 * 3 and (won.groupby(["variant", "attack"]).size() == 3).all()
+    fooled = {f"u{i}" for i in range(10) if i % 3}
+    assert set(won.uid) <= fooled
+    assert all(o == a.replace("colour", "color") for o, a in zip(won.original, won.adversarial))
+    shuffled = text_successes(res.sample(frac=1.0, random_state=1), samples)
+    def by_key(df):
+        return df.sort_values(["variant", "attack", "uid"]).reset_index(drop=True)
+
+    assert by_key(shuffled).equals(by_key(won))
+    assert not text_successes(res, samples, seed=1).equals(won)  # another seed, another draw
+    lines = _success_lines(won)
+    assert len(lines) == 1 + 3 and "3 of 12 drawn" in lines[0] and len({line.split(":")[0] for line in lines[1:]}) == 3
+    examples = success_examples(won)
+    assert len(examples) == 12 and all(e.fooled for e in examples)
+    assert [w for w, changed in examples[0].after if changed] == ["colour"]
+
+
+# --- issue 32: part of speech and word sense, on hand-made data --------------------------------------
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_pos_tagger_accuracy_on_hand_tagged_text():
+    """TextBlob's Pattern tagger, as the pos check reads it (token i's coarse class in its sentence),
+    against 31 hand-tagged texts (192 tokens; 187 right when written: "on" in "are the lights on?" and
+    "left" in "on the left" among the misses). Lexicon and rules, no floats: any machine tags alike."""
+    from attacks.text.validity import pos_tags
+
+    right = total = 0
+    for line in (DATA / "pos_tagged.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        gold = [t.rsplit("/", 1) for t in line.split()]
+        got = pos_tags(" ".join(w for w, _ in gold))
+        assert len(got) == len(gold)
+        for (_, want), tag in zip(gold, got):
+            right += (tag if tag in ("noun", "verb", "adj", "adv") else "other") == want
+            total += 1
+    assert total == 192 and right / total >= 0.95, (right, total)
+
+
+def test_pos_check_rejects_another_part_of_speech_and_keeps_inflections():
+    """The issue's PWWS successes that were another part of speech fail; a synonym of the same part of
+    speech, an inflection of the same verb and an edit that is no substitution pass."""
+    from attacks.text.validity import PosCheck
+
+    pos = PosCheck()
+    for original, candidate in [("does the image contain a circle?", "exercise the image contain a circle?"),
+                                ("does the image contain a star?", "come the image contain a star?"),
+                                ("does the image contain a square?", "can the image contain a square?"),
+                                ("is a circle present?", "is a circulate present?"),
+                                ("what shape is present?", "what forge is present?"),
+                                ("is there a black shape?", "is there a nigrify shape?")]:
+        assert not pos(original, candidate), candidate
+    for original, candidate in [("is this a big kitchen?", "is this a large kitchen?"),
+                                ("what is in the picture?", "what is in the image?"),
+                                ("are the horses running?", "are the horses run?"),
+                                ("does the image contain a square?", "do the image contain a square?"),
+                                ("is the dog here?", "is the dog here?"), ("a red cup", "a red cup on it")]:
+        assert pos(original, candidate), candidate
+
+
+def test_antonyms_are_found_through_inflections(text_resources):
+    """"smaller" -> "larger" is an antonym swap although "larger" is a WordNet lemma of its own (its base
+    "large" is the antonym of "small"); a comparative of a synonym is not."""
+    from attacks.text.validity import lexicon
+
+    lex = lexicon(text_resources)
+    assert lex.are_antonyms("smaller", "larger") and lex.are_antonyms("older", "younger")
+    assert not lex.are_antonyms("bigger", "larger")
+
+
+@pytest.fixture(scope="module")
+def scored_pairs(text_resources):
+    from attacks.text.calibration import read_pairs, score
+
+    return score(read_pairs(DATA / "text_validity_pairs.tsv"), text_resources)
+
+
+def test_sense_threshold_is_calibrated_on_the_hand_labelled_pairs(scored_pairs):
+    """The shipped threshold is the one ``scripts/calibrate_text_validity.py`` picks, and with it the
+    checks let at most 5 % of the changed pairs through on each half of the 274 hand-labelled pairs (when
+    written: 0/101 and 5/106, with 17 of 67 same-meaning pairs rejected). The pairs the threshold decides
+    sit at least 0.0016 from it, far beyond float noise between CPUs (about 1e-5)."""
+    from attacks.text.calibration import MAX_CHANGED, calibrate, rates
+    from attacks.text.validity import SENSE_MIN_COS
+
+    assert len(scored_pairs) == 274 and sum(p.same for p in scored_pairs) == 67
+    assert calibrate(scored_pairs) == SENSE_MIN_COS
+    for half in ("calibration", "held-out"):
+        assert rates(scored_pairs, SENSE_MIN_COS, half).changed_share <= MAX_CHANGED
+    # what the checks catch: without the sense check half the changed pairs pass, with nothing all do
+    assert rates(scored_pairs, -1.0).changed_share > 0.4
+    assert all(p.kept(-1.0) for p in scored_pairs if not p.rejected_by)
+
+
+def test_word_substitution_recipes_get_the_pos_and_sense_checks(text_resources):
+    """PWWS and TextFooler-GloVe (and co-attack's text stage, which runs one of them) get the pos and sense
+    checks and need the tagger and MiniLM; the character-level recipes keep their words and skip them."""
+    from attacks import ATTACKS
+    from attacks.text.validity import checks_for
+
+    sample = Sample(uid="q", task="vqa", image=Image.new("RGB", (8, 8)), text="is there a cup?", answers=["yes"])
+    for name in ("pwws", "textfooler-glove"):
+        spec = ATTACKS.get(name)
+        assert spec.substitutes_words and {"minilm", "tagger"} <= set(spec.needs)
+    for name in ("deepwordbug", "pruthi", "badchars"):
+        assert not ATTACKS.get(name).substitutes_words
+    names = [c.name for c in checks_for(sample, None, text_resources, frozenset(), True)]
+    assert names == ["antonym", "cohyponym", "pos", "sense"]
+    assert [c.name for c in checks_for(sample, None, text_resources)] == ["antonym", "cohyponym"]
+
+
+def test_the_gate_filters_a_search_step_in_one_pass_as_it_would_one_by_one(text_resources):
+    """The gate's batched filtering (one encoder pass for the sense check) keeps and rejects exactly what
+    checking each candidate alone does, and attributes each rejection to the same check."""
+    from attacks.text.resources import import_textattack
+
+    import_textattack(text_resources)
+    from textattack.shared import AttackedText
+
+    from attacks.text.components import ValidityGate
+    from attacks.text.validity import checks_for
+
+    sample = Sample(uid="q", task="vqa", image=Image.new("RGB", (8, 8)), text="is the small dog sleeping?",
+                    answers=["yes"])
+    candidates = ["is the large dog sleeping?", "is the small wolf sleeping?", "is the little dog sleeping?",
+                  "is the small dog kip?", "is the small frump sleeping?", "is the small dog asleep?"]
+    one = ValidityGate(checks_for(sample, None, text_resources, frozenset(), True))
+    alone = {c: one.reason(sample.text, c) for c in candidates}
+    many = ValidityGate(checks_for(sample, None, text_resources, frozenset(), True))
+    texts = [AttackedText(c) for c in candidates]
+    kept = [t.text for t in many._check_constraint_many(texts, AttackedText(sample.text))]
+    assert kept == [c for c in candidates if alone[c] is None]
+    assert many.rejected == {c: why for c, why in alone.items() if why is not None}
+    assert alone["is the large dog sleeping?"] == "antonym" and alone["is the small wolf sleeping?"] == "cohyponym"
+    assert alone["is the small frump sleeping?"] == "sense" and alone["is the little dog sleeping?"] is None
+    assert set(alone.values()) == {"antonym", "cohyponym", "pos", "sense", None}, alone

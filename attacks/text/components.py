@@ -11,9 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 from textattack.constraints import Constraint
-from textattack.constraints.semantics.sentence_encoders import SentenceEncoder
 from textattack.search_methods import DifferentialEvolution
 from textattack.shared import WordEmbedding
 from textattack.transformations import (
@@ -23,13 +21,10 @@ from textattack.transformations import (
 from attacks.text.budget import TextBudget, words_changed
 from attacks.text.resources import TextResources
 
-#: TextFooler-like thresholds (see ``attacks.text.recipes.textfooler_glove``). The sentence-similarity floor is
-#: stricter than TextFooler's 0.84 (USE): with MiniLM on the generated benchmark's short texts, 0.7 let
-#: "is there a purple diamond?" -> "is there a blue diamond?" (cosine 0.86) and "the large triangle" -> "the
-#: small triangle" (0.83) through, while meaning-keeping swaps ("colour", "big") score 0.95-0.99.
+#: TextFooler-like word-embedding thresholds (see ``attacks.text.recipes.textfooler_glove``); its sentence
+#: similarity is the validity gate's word-sense check (``attacks.text.validity.SenseCheck``).
 GLOVE_MIN_COS = 0.5
 GLOVE_CANDIDATES = 50
-MINILM_MIN_COS = 0.9
 #: Differential evolution (Bad Characters' defaults: population multiplier 32, 10 generations).
 DE_POPSIZE = 32
 DE_MAXITER = 10
@@ -51,7 +46,7 @@ class WordBudget(Constraint):
 
 class ValidityGate(Constraint):
     """The last constraint of every recipe: the label-keeping checks of ``attacks.text.validity`` (oracle,
-    antonym, cohyponym, protect). A candidate failing one is never scored by the search, so it can never count as a
+    antonym, cohyponym, protect; pos and sense for word substitutions). A candidate failing one is never scored by the search, so it can never count as a
     success. The gate records what it rejected (text -> the first failing check) so that the engine can
     measure afterwards how many of those would have been successes (the validity figure)."""
 
@@ -60,6 +55,15 @@ class ValidityGate(Constraint):
         self.checks = list(checks)
         #: rejected candidate text -> name of the check that rejected it (first rejection order)
         self.rejected: dict[str, str] = {}
+        #: candidates that passed every check (the search scores each once: TextAttack caches constraints)
+        self.kept = 0
+
+    def rejected_counts(self) -> dict[str, int]:
+        """Check name -> distinct candidates it rejected (each counted once, by the first check failing)."""
+        out: dict[str, int] = {}
+        for why in self.rejected.values():
+            out[why] = out.get(why, 0) + 1
+        return dict(sorted(out.items()))
 
     def reason(self, original: str, candidate: str) -> str | None:
         """The name of the first check ``candidate`` fails, or None."""
@@ -69,7 +73,25 @@ class ValidityGate(Constraint):
         why = self.reason(reference_text.text, transformed_text.text)
         if why is not None:
             self.rejected.setdefault(transformed_text.text, why)
+        else:
+            self.kept += 1
         return why is None
+
+    def _check_constraint_many(self, transformed_texts, reference_text):
+        """One search step's candidates, check by check: a check with ``many`` (the sense check's encoder)
+        runs once on what the earlier checks kept, not once per candidate."""
+        original, alive = reference_text.text, list(transformed_texts)
+        for check in self.checks:
+            if not alive:
+                break
+            texts = [t.text for t in alive]
+            keep = check.many(original, texts) if hasattr(check, "many") else [check(original, x) for x in texts]
+            for text, kept in zip(texts, keep):
+                if not kept:
+                    self.rejected.setdefault(text, check.name)
+            alive = [t for t, kept in zip(alive, keep) if kept]
+        self.kept += len(alive)
+        return alive
 
     def extra_repr_keys(self):
         return ["checks"]
@@ -80,33 +102,6 @@ class OfflineWordNetSwap(WordSwapWordNet):
 
     def __init__(self):
         self.language = "eng"
-
-
-class MiniLMSimilarity(SentenceEncoder):
-    """Sentence similarity from all-MiniLM-L6-v2 (mean-pooled, L2-normalised), loaded from a local folder."""
-
-    def __init__(self, path: Path, threshold: float = MINILM_MIN_COS, **kwargs):
-        super().__init__(threshold=threshold, metric="cosine", compare_against_original=True, window_size=None,
-                         **kwargs)
-        self.tokenizer, self.encoder = _minilm(str(path))
-
-    @torch.no_grad()
-    def encode(self, sentences):
-        batch = self.tokenizer(list(sentences), padding=True, truncation=True, max_length=128, return_tensors="pt")
-        hidden = self.encoder(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-        return torch.nn.functional.normalize(pooled, dim=1)
-
-    def __getstate__(self):  # the model is reloaded from its folder, never pickled
-        return {k: v for k, v in self.__dict__.items() if k not in ("tokenizer", "encoder")}
-
-
-@lru_cache(maxsize=2)
-def _minilm(path: str):
-    from transformers import AutoModel, AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
 
 
 @lru_cache(maxsize=2)

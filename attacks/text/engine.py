@@ -51,6 +51,11 @@ class TextOutcome:
     rejected_by: dict = field(default_factory=dict)
     #: rejected candidates scored to count them (at most the query budget; not in ``queries``/``evaluations``)
     rejected_checked: int = 0
+    #: distinct candidates every check passed (scored by the search); 0: the attack had nothing valid to try,
+    #: so a sample it did not fool is no evidence of robustness
+    valid_candidates: int = 0
+    #: every distinct candidate the validity checks rejected, by the check that rejected it first
+    rejected_candidates: dict = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -87,7 +92,7 @@ def run_text_attack(name: str, model, task: Task, samples: Sequence[Sample], ima
                                 query_budget=budget.queries, batch_size=budget.batch_size,
                                 clean_output=clean_output)
         seed_everything(int(seed))
-        gate = ValidityGate(checks_for(sample, budget.protect, res, answers))
+        gate = ValidityGate(checks_for(sample, budget.protect, res, answers, spec.substitutes_words))
         attacks = spec.recipe(RecipeContext(goal, budget, res, int(seed), gate))
         original = attack_text(task, sample)
         used, result, status = 0, None, "failed"
@@ -110,7 +115,8 @@ def run_text_attack(name: str, model, task: Task, samples: Sequence[Sample], ima
         out.append(TextOutcome(original=original, adversarial=adversarial, status=status, queries=used,
                                evaluations=evaluations, words_changed=words_changed(original, adversarial),
                                n_words=len(words(original)), rejected_successes=sum(rejected[0].values()),
-                               rejected_by=rejected[0], rejected_checked=rejected[1]))
+                               rejected_by=rejected[0], rejected_checked=rejected[1], valid_candidates=gate.kept,
+                               rejected_candidates=gate.rejected_counts()))
     return out
 
 

@@ -164,9 +164,21 @@ def _corpus_words() -> set[str]:
     return {w for t in syn.corpus_texts() for w in re.findall(r"[a-z]+", t.lower())}
 
 
+def _check_tagger(log) -> None:
+    """The part-of-speech tagger of the word-substitution recipes is a package of the ``text`` extra
+    (TextBlob: its Pattern lexicon ships inside it), not a file of the folder: say whether it is there."""
+    if importlib.util.find_spec("textblob") is None:
+        raise RobustOFAError("text resources: the part-of-speech tagger needs TextBlob (pip install "
+                             "'robust-ofa[text]', or pip install textblob==0.20.1)")
+    from importlib.metadata import version
+
+    log(f"part-of-speech tagger: TextBlob {version('textblob')} (Pattern lexicon, inside the package)")
+
+
 def install(target: Path | None = None, force: bool = False, log=print) -> Path:
     """Lay out every text resource under ``target`` (default: ``resource_dir()``); returns the folder."""
     target = Path(target) if target is not None else resource_dir()
+    _check_tagger(log)
     if not force and not TextResources(target).missing():
         log(f"text resources already installed: {target}")
         return target

@@ -12,7 +12,7 @@ it deliberately ignores ``--home`` so that throw-away zoo homes in tests and CI 
 * ``textattack/post_install_check_3``  TextAttack's "first import done" marker: without it
   ``import textattack`` tries NLTK downloads and fails offline
 * ``glove/``  GloVe 6B 50d restricted to a vocabulary, with precomputed nearest neighbours
-* ``minilm/`` all-MiniLM-L6-v2 (sentence similarity of ``textfooler-glove``)
+* ``minilm/`` all-MiniLM-L6-v2 (the word-sense check of the word-substitution recipes)
 * ``manifest.json``  what was installed, from which package versions
 """
 
@@ -39,6 +39,10 @@ MARKERS = {
     "glove": "glove/neighbours.npy",
     "minilm": "minilm/model.safetensors",
 }
+#: Resources that are Python packages of the ``text`` extra (need -> module), not files of the folder: the
+#: part-of-speech tagger of the word-substitution recipes (TextBlob's Pattern tagger, whose lexicon ships
+#: inside the package, so it needs nothing downloaded).
+PACKAGES = {"tagger": "textblob.en"}
 #: Resources every recipe reads, whatever its ``needs``: the stop-word list, and WordNet for the antonym check
 #: and the oracle's typo reading (``attacks.text.validity``).
 ALWAYS = ("wordnet",)
@@ -87,6 +91,10 @@ class TextResources:
         for name in dict.fromkeys(("stopwords", *ALWAYS, *needs)):
             if name in out:
                 continue
+            if name in PACKAGES:
+                if importlib.util.find_spec(PACKAGES[name].split(".")[0]) is None:
+                    out.append(name)
+                continue
             if layout != LAYOUT_VERSION or not (self.root / MARKERS[name]).exists():
                 out.append(name)
         return out
@@ -107,7 +115,8 @@ def require(needs: Iterable[str] = ()) -> TextResources:
     res = TextResources(resource_dir())
     missing = res.missing(tuple(needs))
     if missing:
-        extra = " (pip install 'robust-ofa[text]' first)" if "textattack" in missing else ""
+        packages = {"textattack", *PACKAGES} & set(missing)
+        extra = " (pip install 'robust-ofa[text]' first)" if packages else ""
         raise TextResourcesMissing(
             f"text attacks need offline resources (missing: {', '.join(missing)} in {res.root}); "
             f"run: {SETUP_COMMAND}{extra}"

@@ -5,6 +5,7 @@ validity flags and the transfer matrix. Everything here is recomputed from rows,
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import pandas as pd
@@ -108,6 +109,10 @@ def text_attack_table(res: pd.DataFrame) -> pd.DataFrame:
     at least one; ``rejected_share`` = samples not fooled whose only successes were rejected / (those +
     successful): the share of would-be successes that were relabellings, not robustness failures. NaN
     where the rows predate the checks (NULL ``rejected_successes``).
+
+    ``no_valid_edit``: attacked samples not fooled on which the attack had nothing valid to try (every
+    candidate it generated was rejected, or it generated none): their accuracy under attack is no evidence
+    of robustness. ``rejected_<check>``: distinct candidates each check rejected (``CHECK_ORDER``).
     """
     if "words" not in res:
         return pd.DataFrame()
@@ -123,6 +128,9 @@ def text_attack_table(res: pd.DataFrame) -> pd.DataFrame:
                     else pd.Series(math.nan, index=attacked.index))
         known = rejected.notna().any() or not len(attacked)
         rescued = int(((attacked.adv_correct == 1) & (rejected > 0)).sum())
+        valid = (pd.to_numeric(attacked["valid_candidates"], errors="coerce") if "valid_candidates" in attacked
+                 else pd.Series(math.nan, index=attacked.index))
+        by_check = _rejected_by_check(attacked)
         rows.append({**dict(zip(["variant", "task", "attack", "norm", "eps_label"], key)),
                      "successful": len(ok), "failed": failed, "skipped": skipped,
                      "cascaded": int(g.status.isin(["cascade", "inherited"]).sum()),
@@ -133,8 +141,58 @@ def text_attack_table(res: pd.DataFrame) -> pd.DataFrame:
                      float(attacked.queries.mean()) if len(attacked) else math.nan,
                      "rejected_successes": int(rejected.sum()) if known else math.nan,
                      "rejected_samples": int((rejected > 0).sum()) if known else math.nan,
-                     "rejected_share": rescued / (rescued + len(ok)) if known and rescued + len(ok) else math.nan})
-    return pd.DataFrame(rows)
+                     "rejected_share": rescued / (rescued + len(ok)) if known and rescued + len(ok) else math.nan,
+                     "attacked": len(attacked),
+                     "no_valid_edit": int(((attacked.adv_correct == 1) & (valid == 0)).sum())
+                     if valid.notna().any() else math.nan,
+                     **{f"rejected_{name}": n for name, n in by_check.items()}})
+    out = pd.DataFrame(rows)
+    # a check that rejected nothing in one row is 0 there, not missing (it ran)
+    cols = [c for c in out.columns if c.startswith("rejected_") and c[9:] in CHECK_ORDER]
+    return out.fillna({c: 0 for c in cols}).astype({c: int for c in cols}) if len(out) else out
+
+
+#: Successful adversarial texts shown per (task, variant, attack, budget): a seeded random sample.
+TEXT_SUCCESSES = 3
+
+
+def text_successes(res: pd.DataFrame, samples: pd.DataFrame, k: int = TEXT_SUCCESSES,
+                   seed: int = 0) -> pd.DataFrame:
+    """Successful adversarial texts next to their originals, at most ``k`` per (task, variant, attack, budget),
+    drawn at random with ``seed`` from the samples the attack fooled (sorted by uid first, so the draw does
+    not depend on the order rows were stored in): rates alone do not show whether a success kept the
+    question (issue 32), the texts do."""
+    import random
+
+    cols = ["task", "variant", "attack", "eps_label", "uid", "original", "adversarial", "clean_pred", "adv_pred"]
+    if "adv_text" not in res or not len(res):
+        return pd.DataFrame(columns=cols)
+    won = res[res.norm.isin([Threat.TEXT.value, Threat.LINF_TEXT.value]) & (res.status == "attacked")
+              & (res.adv_correct == 0) & res.adv_text.notna()]
+    texts = ({(t, u): x for t, u, x in zip(samples.task, samples.uid, samples.text)}
+             if len(samples) and "text" in samples else {})
+    rows = []
+    for key, g in won.groupby(["task", "variant", "attack", "eps_label"], sort=False):
+        g = g.sort_values("uid")
+        picked = sorted(random.Random(f"{seed}|{'|'.join(key)}").sample(range(len(g)), min(k, len(g))))
+        for r in g.iloc[picked].itertuples():
+            rows.append(dict(zip(cols, (*key, r.uid, texts.get((r.task, r.uid), ""), r.adv_text, r.clean_pred,
+                                        r.adv_pred))))
+    return pd.DataFrame(rows, columns=cols)
+
+
+#: The validity checks in the order the gate applies them (``attacks.text.validity.checks_for``).
+CHECK_ORDER = ("oracle", "antonym", "cohyponym", "protect", "pos", "sense")
+
+
+def _rejected_by_check(attacked: pd.DataFrame) -> dict[str, int]:
+    """Candidates each validity check rejected, summed over the attacked samples (``rejected_by`` JSON)."""
+    totals: dict[str, int] = {}
+    for cell in attacked["rejected_by"].dropna() if "rejected_by" in attacked else ():
+        for name, n in json.loads(cell).items():
+            totals[name] = totals.get(name, 0) + int(n)
+    order = {name: i for i, name in enumerate(CHECK_ORDER)}
+    return dict(sorted(totals.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
 def worst_case_table(res: pd.DataFrame) -> pd.DataFrame:

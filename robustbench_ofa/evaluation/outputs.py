@@ -18,7 +18,8 @@ from robustbench_ofa.evaluation.store import ResultsStore
 from robustbench_ofa.io import atomic_write_text
 
 AGGREGATE_FILES = ("summary.json", "clean.csv", "attacks.csv", "worst_case.csv", "paired.csv", "flags.csv",
-                   "transfer.csv", "text_attacks.csv", "breakdown.csv", "checks.csv", "samples.csv",
+                   "transfer.csv", "text_attacks.csv", "text_successes.csv", "breakdown.csv", "checks.csv",
+                   "samples.csv",
                    "regression.json")  # (written by `robust-ofa regress`: stale once the run changes)
 
 
@@ -42,6 +43,7 @@ def compute(store: ResultsStore) -> dict[str, pd.DataFrame]:
         "flags": agg.explain_flags(agg.validity_flags(res, clean, checks, transfer), res, samples),
         "transfer": agg.transfer_matrix(transfer) if len(transfer) else pd.DataFrame(),
         "text_attacks": agg.text_attack_table(res) if len(res) else pd.DataFrame(),
+        "text_successes": agg.text_successes(res, samples),
         "breakdown": agg.breakdown_table(res, clean, samples),
         # the raw checks behind the flags (gradient norms, large-eps counts, stochastic modules for EOT, ...)
         "checks": checks,
@@ -88,11 +90,19 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
         lines.append("")
         lines.append("TEXT ATTACKS (TextAttack summary: successful/failed/skipped[/cascaded], accuracy %, "
                      "success %, perturbed words %, queries)")
+        notes = []
         for _, t in text.iterrows():
+            rejected = rejected_by_check(t)
             lines.append(f"  {t.task:10} {t.variant:14} {t.attack + ' ' + t.eps_label:28} "
                          f"{t.successful}/{t.failed}/{t.skipped}/{t.cascaded}  orig {_pct(t.original_acc)}  "
                          f"under attack {_pct(t.acc_under_attack)}  success {_pct(t.attack_success_rate)}  "
-                         f"words {_num(t.avg_perturbed_word_pct)}  queries {_num(t.avg_queries)}")
+                         f"words {_num(t.avg_perturbed_word_pct)}  queries {_num(t.avg_queries)}"
+                         + (f"  rejected {rejected}" if rejected else ""))
+            note = no_valid_edit_note(t)
+            if note:
+                notes.append(f"  ! {t.task} {t.variant} {t.attack}: {note}")
+        lines += notes
+        lines += _success_lines(tables.get("text_successes"))
     lines += unanswerable_lines(tables.get("checks"))
     flags = tables["flags"]
     if len(flags):
@@ -102,6 +112,45 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
             where = " ".join(x for x in (f.variant, f.task, f.norm, f.eps_label) if x)
             lines.append(f"  ! {where}: {f.flag}: {f.detail}")
     return "\n".join(lines)
+
+
+#: Successful adversarial texts the terminal summary prints (the report shows every drawn one).
+SUMMARY_SUCCESSES = 3
+
+
+def _success_lines(won: pd.DataFrame | None) -> list[str]:
+    """A few successful adversarial texts next to their originals (the first of the seeded draw in
+    ``text_successes.csv``, spread over the attacks): a reader judges at a glance whether they kept the
+    question."""
+    if won is None or not len(won):
+        return []
+    order = won.assign(_i=won.groupby(["task", "variant", "attack", "eps_label"], sort=False).cumcount())
+    shown = order.sort_values("_i", kind="stable").head(SUMMARY_SUCCESSES)
+    lines = [f"  successful adversarial texts ({len(shown)} of {len(won)} drawn; all in text_successes.csv):"]
+    for r in shown.itertuples():
+        lines.append(f"    {r.attack} {r.task} {r.variant}: {r.original!r} -> {r.adversarial!r} "
+                     f"({r.clean_pred} -> {r.adv_pred})")
+    return lines
+
+
+def rejected_by_check(t) -> str:
+    """"pos 12, sense 30": the candidates each validity check rejected, in a text-attack table row."""
+    from robustbench_ofa.evaluation.aggregate import CHECK_ORDER
+
+    return ", ".join(f"{name} {int(t[f'rejected_{name}'])}" for name in CHECK_ORDER
+                     if f"rejected_{name}" in t and t[f"rejected_{name}"] == t[f"rejected_{name}"]
+                     and t[f"rejected_{name}"] > 0)
+
+
+def no_valid_edit_note(t) -> str:
+    """Where an attack had nothing valid to try on at least half the samples it did not fool, say so: its
+    accuracy under attack there reads as robustness and is not (every candidate was rejected)."""
+    n, failed = t.get("no_valid_edit", math.nan), int(t.failed)
+    if n != n or not failed or n * 2 < failed:
+        return ""
+    budget = t.eps_label.replace("words=", "")
+    return (f"no valid edit within {budget} word(s) for {int(n)} of the {failed} samples not fooled: "
+            "their accuracy under attack is not evidence of robustness")
 
 
 def _score_lines(clean: pd.DataFrame, worst: pd.DataFrame) -> list[str]:

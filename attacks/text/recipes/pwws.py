@@ -1,6 +1,8 @@
 """PWWS (Ren et al. 2019): WordNet synonyms ranked by probability-weighted word saliency.
 
 ``WordSwapWordNet``'s constructor calls ``nltk.download('omw-1.4')`` (network): ``OfflineWordNetSwap`` skips it.
+A synonym in *some* sense of the word is not one in the sentence's: the validity gate's part-of-speech and
+word-sense checks (``attacks.text.validity``) reject "blue" -> "dismal" and "does" -> "exercise".
 """
 
 from attacks.registry import AttackSpec, register
@@ -21,5 +23,6 @@ def build(ctx) -> list:
 
 
 register(AttackSpec("pwws", "PWWS", Threat.TEXT, "black-box",
-                    "PWWS: WordNet synonyms by probability-weighted word saliency", needs=("wordnet",),
-                    recipe=build, options=TextOptions))
+                    "PWWS: WordNet synonyms by probability-weighted word saliency",
+                    needs=("wordnet", "minilm", "tagger"), substitutes_words=True, recipe=build,
+                    options=TextOptions))
