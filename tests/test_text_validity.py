@@ -371,7 +371,7 @@ def test_rejected_share_in_store_csv_summary_and_report(syn_model, text_resource
     no_valid = int(((attacked.adv_correct == 1) & (attacked.valid_candidates == 0)).sum())
     assert csv.no_valid_edit.iloc[0] == no_valid and table.rows[0][-2].text == str(no_valid)
     per_check: dict[str, int] = {}
-    for cell in attacked.rejected_by:
+    for cell in attacked.rejected_candidates:
         for name, n in json.loads(cell).items():
             per_check[name] = per_check.get(name, 0) + n
     assert per_check and all(csv[f"rejected_{name}"].iloc[0] == n for name, n in per_check.items())

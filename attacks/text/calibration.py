@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from attacks.text import encoder
-from attacks.text.budget import edits
 from attacks.text.resources import TextResources
-from attacks.text.validity import PosCheck, lexicon
+from attacks.text.validity import checks_for
+from robustbench_ofa.data.types import Sample
 
 #: The largest share of changed pairs the default checks may let through (issue 32's "at most 5 %").
 MAX_CHANGED = 0.05
@@ -33,7 +35,7 @@ class ScoredPair:
     substituted: str
     same: bool
     half: str  # "calibration" or "held-out"
-    #: name of the first rule-based check (antonym, cohyponym, pos) that rejects the pair, or ""
+    #: name of the first check before the sense check (antonym, cohyponym, pos) that rejects the pair, or ""
     rejected_by: str
     #: cosine of the two texts' MiniLM embeddings (the sense check compares it with its threshold)
     cosine: float
@@ -51,8 +53,8 @@ def read_pairs(path: Path) -> list[dict[str, str]]:
 
 
 def score(rows: Sequence[dict[str, str]], res: TextResources) -> list[ScoredPair]:
-    lex = lexicon(res)
-    pos = PosCheck()
+    """Each pair through the checks a word-substitution recipe applies on data of no known origin with
+    nothing protected (``checks_for``: the same checks, in the same order), the sense check as its cosine."""
     order = list(dict.fromkeys(r["original"] for r in rows))
     half = {text: ("calibration" if i % 2 == 0 else "held-out") for i, text in enumerate(order)}
     cos = (encoder.encode(str(res.minilm), [r["original"] for r in rows])
@@ -60,10 +62,10 @@ def score(rows: Sequence[dict[str, str]], res: TextResources) -> list[ScoredPair
     out = []
     for r, c in zip(rows, cos):
         o, s = r["original"], r["substituted"]
-        pairs = [(a, b) for old, new in edits(o, s) for a in old for b in new]
-        why = ("antonym" if any(lex.are_antonyms(a, b) for a, b in pairs)
-               else "cohyponym" if any(lex.are_cohyponyms(a, b) for a, b in pairs)
-               else "pos" if not pos(o, s) else "")
+        sample = Sample(uid="pair", task=r["task"], image=Image.new("RGB", (1, 1)), text=o)
+        rules = [check for check in checks_for(sample, (), res, frozenset(), substitutes_words=True)
+                 if check.name != "sense"]
+        why = next((check.name for check in rules if not check(o, s)), "")
         out.append(ScoredPair(r["task"], r.get("source", ""), o, s, r["label"] == "same", half[o], why, float(c)))
     return out
 

@@ -255,8 +255,8 @@ class PosCheck:
 
 #: Cosine floor of the word-sense check (all-MiniLM-L6-v2, whole text against the original). Calibrated on
 #: ``tests/data/text_validity_pairs.tsv`` by ``scripts/calibrate_text_validity.py`` (see its docstring
-#: and README "Text attacks that keep the question"): the lowest threshold at which the changed pairs let
-#: through by all the checks stay at most 5 % on the calibration half, rounded up to 0.01.
+#: and README "Text attacks that keep the question"): the lowest threshold of a 0.01 grid at which the changed
+#: pairs let through by all the checks stay at most 5 % on each half of the pairs (``calibration.calibrate``).
 SENSE_MIN_COS = 0.88
 
 

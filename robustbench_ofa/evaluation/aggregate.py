@@ -186,9 +186,10 @@ CHECK_ORDER = ("oracle", "antonym", "cohyponym", "protect", "pos", "sense")
 
 
 def _rejected_by_check(attacked: pd.DataFrame) -> dict[str, int]:
-    """Candidates each validity check rejected, summed over the attacked samples (``rejected_by`` JSON)."""
+    """Candidates each validity check rejected, summed over the attacked samples (``rejected_candidates``
+    JSON)."""
     totals: dict[str, int] = {}
-    for cell in attacked["rejected_by"].dropna() if "rejected_by" in attacked else ():
+    for cell in attacked["rejected_candidates"].dropna() if "rejected_candidates" in attacked else ():
         for name, n in json.loads(cell).items():
             totals[name] = totals.get(name, 0) + int(n)
     order = {name: i for i, name in enumerate(CHECK_ORDER)}

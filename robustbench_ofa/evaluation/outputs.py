@@ -135,9 +135,7 @@ def _success_lines(won: pd.DataFrame | None) -> list[str]:
 
 def rejected_by_check(t) -> str:
     """"pos 12, sense 30": the candidates each validity check rejected, in a text-attack table row."""
-    from robustbench_ofa.evaluation.aggregate import CHECK_ORDER
-
-    return ", ".join(f"{name} {int(t[f'rejected_{name}'])}" for name in CHECK_ORDER
+    return ", ".join(f"{name} {int(t[f'rejected_{name}'])}" for name in agg.CHECK_ORDER
                      if f"rejected_{name}" in t and t[f"rejected_{name}"] == t[f"rejected_{name}"]
                      and t[f"rejected_{name}"] > 0)
 

@@ -516,7 +516,7 @@ class Evaluator:
                              first_grad=None if fg != fg else fg, words=budget.words, adv_text=o.adversarial,
                              words_changed=o.words_changed, n_words=o.n_words,
                              rejected_successes=o.rejected_successes, valid_candidates=o.valid_candidates,
-                             rejected_by=json.dumps(o.rejected_candidates, sort_keys=True)))
+                             rejected_candidates=json.dumps(o.rejected_candidates, sort_keys=True)))
             if s.uid in example_uids:
                 examples.append((lv.name, task.name, attack, label, s.uid, "text", None, o.adversarial))
                 if norm is not Threat.TEXT:

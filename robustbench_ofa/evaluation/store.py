@@ -49,11 +49,11 @@ CREATE TABLE IF NOT EXISTS samples (
 #: budget (words it may change), ``adv_text`` its adversarial free text, ``words_changed``/``n_words`` what it
 #: changed out of how many words, ``rejected_successes`` how many candidates the label-keeping checks rejected
 #: that the model would have got wrong (``attacks.text.validity``; NULL on rows of older runs),
-#: ``valid_candidates`` how many candidates passed every check (0: nothing valid to try), ``rejected_by``
-#: the candidates each check rejected (JSON: check name -> count).
+#: ``valid_candidates`` how many candidates passed every check (0: nothing valid to try),
+#: ``rejected_candidates`` the candidates each check rejected (JSON: check name -> count).
 ADDED_RESULT_COLUMNS = (("words", "INTEGER"), ("adv_text", "TEXT"), ("words_changed", "INTEGER"),
                         ("n_words", "INTEGER"), ("rejected_successes", "INTEGER"), ("valid_candidates", "INTEGER"),
-                        ("rejected_by", "TEXT"))
+                        ("rejected_candidates", "TEXT"))
 #: Sample columns added later: ``label`` (a closed-answer task's reference answer) and ``decided_by``
 #: ("text" or "image": what can decide the answer, where the data knows, e.g. the generated benchmark).
 ADDED_SAMPLE_COLUMNS = (("label", "TEXT"), ("decided_by", "TEXT"))
